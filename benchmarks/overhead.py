@@ -1,0 +1,146 @@
+"""Per-task overhead of workerstate against plain joblib and other wrappers, in one run.
+
+Every contender runs on the same warmed loky pool (n_jobs=2, auto batching) with the same
+registered state: one scikit-learn config callback and one custom callback. Each task reports
+which propagated state it saw, and the table says whether every task saw what its contender
+promises. Run:
+
+    python benchmarks/overhead.py            # all workloads
+    python benchmarks/overhead.py --quick    # fewer tasks, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import bench_tasks
+import joblib
+import sklearn
+from sklearn.utils import parallel as sk_parallel
+
+from workerstate import parallel as ws
+
+try:
+    from tpcp import parallel as tpcp_parallel
+except ImportError:  # tpcp is optional: pip install -e ".[bench]"
+    tpcp_parallel = None
+
+N_JOBS = 2
+ALL_STATE = 1 | 2 | 4
+
+
+def _contenders() -> list[tuple[str, int, Callable[[Callable[..., Any], int, str], list[int]]]]:
+    """(name, the state bits it promises, runner)."""
+
+    def plain(func: Callable[..., Any], n: int, token: str) -> list[int]:
+        return joblib.Parallel(n_jobs=N_JOBS)(joblib.delayed(func)(token) for _ in range(n))
+
+    def sklearn_wrapper(func: Callable[..., Any], n: int, token: str) -> list[int]:
+        return sk_parallel.Parallel(n_jobs=N_JOBS)(
+            sk_parallel.delayed(func)(token) for _ in range(n)
+        )
+
+    def ws_delayed(func: Callable[..., Any], n: int, token: str) -> list[int]:
+        return joblib.Parallel(n_jobs=N_JOBS)(ws.delayed(func)(token) for _ in range(n))
+
+    def ws_parallel(func: Callable[..., Any], n: int, token: str) -> list[int]:
+        return ws.Parallel(n_jobs=N_JOBS)(ws.delayed(func)(token) for _ in range(n))
+
+    found: list[tuple[str, int, Callable[[Callable[..., Any], int, str], list[int]]]] = [
+        ("joblib.delayed, no state (floor)", 0, plain),
+        ("sklearn.utils.parallel (own config)", 1 | 4, sklearn_wrapper),
+    ]
+    if tpcp_parallel is not None:
+
+        def tpcp_delayed(func: Callable[..., Any], n: int, token: str) -> list[int]:
+            return joblib.Parallel(n_jobs=N_JOBS)(
+                tpcp_parallel.delayed(func)(token) for _ in range(n)
+            )
+
+        found.append(("tpcp.parallel.delayed", 1 | 2, tpcp_delayed))
+    found += [
+        ("workerstate delayed + joblib.Parallel", ALL_STATE, ws_delayed),
+        ("workerstate Parallel + delayed", ALL_STATE, ws_parallel),
+    ]
+    return found
+
+
+def _register() -> None:
+    ws.register_global_parallel_callback(bench_tasks.sklearn_callback, name="sklearn")
+    ws.register_global_parallel_callback(bench_tasks.state_callback, name="custom")
+    if tpcp_parallel is not None:
+        tpcp_parallel.register_global_parallel_callback(bench_tasks.sklearn_callback)
+        tpcp_parallel.register_global_parallel_callback(bench_tasks.state_callback)
+
+
+def run(workloads: list[tuple[str, Callable[..., Any], int, int]], repeats: int) -> None:
+    contenders = _contenders()
+    _register()
+    sklearn.set_config(assume_finite=True)
+    warnings.filterwarnings("ignore", message=bench_tasks.MARKER)
+    # Warm the pool and the workers' imports with every contender once.
+    for _, _, runner in contenders:
+        runner(bench_tasks.trivial, 50, "warm")
+
+    print(
+        f"Python {platform.python_version()}, joblib {joblib.__version__}, "
+        f"scikit-learn {sklearn.__version__}, {os.cpu_count()} CPUs, n_jobs={N_JOBS}, loky"
+    )
+    for title, func, n_tasks, state_bytes in workloads:
+        token = uuid.uuid4().hex
+        bench_tasks.set_state({"token": token, "blob": b"x" * state_bytes})
+        best = {name: float("inf") for name, _, _ in contenders}
+        verdict = {}
+        for _ in range(repeats):
+            # Round robin, so drift of the machine hits every contender alike.
+            for name, promised, runner in contenders:
+                start = time.perf_counter()
+                out = runner(func, n_tasks, token)
+                best[name] = min(best[name], time.perf_counter() - start)
+                ok = len(out) == n_tasks and all((mask & promised) == promised for mask in out)
+                verdict[name] = verdict.get(name, True) and ok
+        floor = best[contenders[0][0]]
+        print(f"\n{title}")
+        print(
+            f"{'contender':40} {'seconds':>8} {'us/task':>8} {'ratio':>6}  state seen in every task"
+        )
+        for name, promised, _ in contenders:
+            seconds = best[name]
+            what = "nothing promised" if not promised else ("yes" if verdict[name] else "NO")
+            print(
+                f"{name:40} {seconds:8.3f} {seconds / n_tasks * 1e6:8.1f} "
+                f"{seconds / floor:5.2f}x  {what}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer tasks and repeats")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    scale = 10 if args.quick else 1
+    workloads = [
+        (f"{20_000 // scale:,} trivial tasks", bench_tasks.trivial, 20_000 // scale, 64),
+        (
+            f"{2_000 // scale:,} tasks, 1 MB state value",
+            bench_tasks.trivial,
+            2_000 // scale,
+            1 << 20,
+        ),
+        (f"{200 // scale:,} tasks of 5 ms", bench_tasks.busy, 200 // scale, 64),
+    ]
+    run(workloads, 1 if args.quick else args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Exceptions raised by workerstate.
+
+Some of them are raised inside worker processes and travel back to the parent by pickle, so
+every class takes a single message argument and nothing else: an exception whose constructor
+needs extra arguments fails to unpickle in the parent and hides the real error.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+__all__ = ["CallbackError", "SetterError", "StatePicklingError", "WorkerStateError"]
+
+
+class WorkerStateError(Exception):
+    """Base class of the errors raised by workerstate."""
+
+
+class CallbackError(WorkerStateError, TypeError):
+    """A registered callback raised, or did not return a ``(value, setter)`` pair.
+
+    Raised in the parent when the state is captured, before any task is sent.
+    """
+
+
+class StatePicklingError(WorkerStateError, pickle.PicklingError):
+    """A captured state value cannot be sent to process workers.
+
+    The message names the callback and the part of the value that fails to pickle.
+    """
+
+
+class SetterError(WorkerStateError, RuntimeError):
+    """A setter raised in the worker; the task was not run.
+
+    The original exception is chained as ``__cause__``; after a trip through a process pool
+    its traceback appears in the message that joblib shows.
+    """

@@ -1,0 +1,90 @@
+"""``Parallel``: the ``joblib.Parallel`` subclass that captures the state once per call."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import joblib
+
+from ._snapshot import Snapshot, capture
+from ._task import BINDING, StatefulCall, bind, uses_local_processes
+
+__all__ = ["Parallel"]
+
+
+class _BoundTasks:
+    """The caller's tasks, each bound to the call's snapshot; keeps ``len()`` for joblib."""
+
+    __slots__ = ("_iterable", "_snapshot")
+
+    def __init__(self, iterable: Iterable[Any], snapshot: Snapshot) -> None:
+        self._iterable = iterable
+        self._snapshot = snapshot
+
+    def __len__(self) -> int:
+        return len(self._iterable)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Any]:
+        snapshot = self._snapshot
+        binding = BINDING
+        iterator = iter(self._iterable)
+        while True:
+            # Tasks that workerstate's delayed makes while the caller's iterable runs take
+            # the call's snapshot directly, on whichever thread joblib pulls them.
+            outer, binding.snapshot = binding.snapshot, snapshot
+            try:
+                task = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                binding.snapshot = outer
+            if type(task) is not tuple or len(task) != 3:
+                yield task  # not a delayed triple: let joblib report it as it always does
+                continue
+            func = task[0]
+            if type(func) is StatefulCall:
+                if func.snapshot is snapshot:
+                    yield task
+                    continue
+                func = func.func
+            yield bind(snapshot, func), task[1], task[2]
+
+
+class Parallel(joblib.Parallel):  # type: ignore[misc]
+    """:class:`joblib.Parallel` that hands the registered state to every task of a call.
+
+    Takes exactly the arguments of :class:`joblib.Parallel` and returns exactly what it
+    returns. Each call captures the registered callbacks' state and the warning filters once,
+    on the calling thread, and every task of that call runs under that state, whether it was
+    made with :func:`workerstate.parallel.delayed` or with :func:`joblib.delayed`.
+
+    Notes
+    -----
+    Capture happens at the start of ``__call__``, before any task is pulled from the
+    iterable, so errors in callbacks and unpicklable values are raised here, in the parent,
+    before anything is sent to a worker. Tasks made before the call get the call's state
+    too, not the state at the time they were made.
+
+    Examples
+    --------
+    >>> from workerstate.parallel import Parallel, delayed
+    >>> Parallel(n_jobs=2, backend="threading")(delayed(pow)(i, 2) for i in range(4))
+    [0, 1, 4, 9]
+    """
+
+    def __call__(self, iterable: Iterable[Any]) -> Any:
+        backend = getattr(self, "_backend", None)
+        snapshot = capture(local_workers=uses_local_processes(backend))
+        if not getattr(backend, "uses_threads", False) and self._needs_pickling():
+            snapshot.payload_ref()  # raises StatePicklingError here rather than in a queue thread
+        tasks: Iterable[Any] = _BoundTasks(iterable, snapshot)
+        if not hasattr(iterable, "__len__"):
+            tasks = iter(tasks)
+        return super().__call__(tasks)
+
+    def _needs_pickling(self) -> bool:
+        try:
+            return int(self._effective_n_jobs()) != 1
+        except Exception:
+            return bool(self.n_jobs != 1)

@@ -1,0 +1,123 @@
+"""The callback registry: which state is captured in the parent.
+
+A registry is a small object with a lock. The module keeps one default instance that the
+public functions in :mod:`workerstate.parallel` delegate to; tests snapshot and restore it
+rather than rebinding a global dict.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["Callback", "CallbackRegistry", "default_registry"]
+
+#: A callback returns ``(value, setter)``; ``setter(value)`` replays the state.
+Callback = Callable[[], "tuple[Any, Callable[[Any], Any]]"]
+
+
+def _default_name(callback: Callable[..., Any]) -> str:
+    module = getattr(callback, "__module__", None)
+    qualname = getattr(callback, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str) and "<lambda>" not in qualname:
+        return f"{module}.{qualname}"
+    # Lambdas and callable instances have no stable readable name; id() is the last
+    # resort because ids are reused after garbage collection.
+    label = qualname if isinstance(qualname, str) else type(callback).__qualname__
+    return f"{module or '?'}.{label}@{id(callback):x}"
+
+
+class CallbackRegistry:
+    """An ordered, thread-safe collection of named state callbacks.
+
+    Readers get an immutable tuple of ``(name, callback)`` pairs, so a capture that runs while
+    another thread registers or removes a callback never sees a half-changed registry.
+
+    Examples
+    --------
+    >>> reg = CallbackRegistry()
+    >>> def cb():
+    ...     return 1, print
+    >>> reg.register(cb, name="one")
+    'one'
+    >>> reg.names()
+    ('one',)
+    >>> reg.remove("one")
+    >>> reg.names()
+    ()
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: tuple[tuple[str, Callback], ...] = ()
+        # Incremented on every change; lets captures cache work per registry state.
+        self.version = 0
+
+    def register(self, callback: Callback, name: str | None = None) -> str:
+        """Add ``callback`` under ``name`` (default: ``module.qualname``) and return the name."""
+        if not callable(callback):
+            raise TypeError(
+                f"register_global_parallel_callback() needs a callable that returns "
+                f"(value, setter); got {type(callback).__name__} {callback!r}."
+            )
+        if name is None:
+            name = _default_name(callback)
+        elif not isinstance(name, str):
+            raise TypeError(
+                f"The registration name must be a str; got {type(name).__name__} {name!r}."
+            )
+        elif not name:
+            raise ValueError("The registration name must not be empty.")
+        with self._lock:
+            if any(existing == name for existing, _ in self._items):
+                raise ValueError(
+                    f"A parallel callback named {name!r} is already registered. Remove it first "
+                    f"with remove_global_parallel_callback({name!r}) or pass another name=."
+                )
+            self._items = (*self._items, (name, callback))
+            self.version += 1
+        return name
+
+    def remove(self, name: str) -> None:
+        """Remove the callback registered under ``name``; ``KeyError`` names unknown ones."""
+        with self._lock:
+            items = tuple(item for item in self._items if item[0] != name)
+            if len(items) == len(self._items):
+                known = ", ".join(repr(n) for n, _ in self._items) or "none"
+                raise KeyError(
+                    f"No parallel callback is registered under {name!r}; registered now: {known}."
+                )
+            self._items = items
+            self.version += 1
+
+    def items(self) -> tuple[tuple[str, Callback], ...]:
+        """The registered ``(name, callback)`` pairs, in registration order."""
+        return self._items
+
+    def names(self) -> tuple[str, ...]:
+        """The registered names, in registration order."""
+        return tuple(name for name, _ in self._items)
+
+    def get(self, name: str) -> Callback:
+        """The callback registered under ``name``."""
+        for existing, callback in self._items:
+            if existing == name:
+                return callback
+        raise KeyError(name)
+
+    @contextmanager
+    def preserved(self) -> Iterator[CallbackRegistry]:
+        """Restore the registrations present on entry when the block ends (for tests)."""
+        with self._lock:
+            saved = self._items
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._items = saved
+                self.version += 1
+
+
+default_registry = CallbackRegistry()

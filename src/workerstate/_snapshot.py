@@ -1,0 +1,425 @@
+"""Snapshots: the registered state captured in the parent, replayed and undone in a worker.
+
+A snapshot is captured once per ``Parallel`` call and shared by every task of that call, so
+pickle's memo sends it once per batch. Its payload is pickled once per snapshot (with
+cloudpickle, so nested setters and lambdas work on every backend) and cached; a large payload
+is written once to a local file and batches carry only its path. Workers keep recently seen
+snapshots by token, so a batch whose snapshot a worker already holds costs a dict lookup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+import threading
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from . import _warnings
+from ._errors import CallbackError, SetterError, StatePicklingError
+from ._pickling import describe_failure, find_unpicklable
+from ._registry import CallbackRegistry, default_registry
+
+__all__ = ["Snapshot", "active_snapshot", "capture"]
+
+Entry = tuple[str, Any, Callable[[Any], Any], Callable[[], Any]]
+
+#: Payloads larger than this go to a file when the workers share this machine.
+FILE_THRESHOLD = 256 * 1024
+_WORKER_CACHE_SIZE = 16
+
+
+class Snapshot:
+    """The captured state of one ``Parallel`` call.
+
+    ``entries`` holds ``(name, value, setter, callback)`` for each registered callback and
+    ``filters`` the parent's warning filters in portable form.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_live_filters",
+        "_lock",
+        "_ref",
+        "calls",
+        "entries",
+        "filters",
+        "local_workers",
+        "token",
+    )
+
+    def __init__(
+        self,
+        entries: tuple[Entry, ...],
+        filters: _warnings.FilterState,
+        *,
+        token: str | None = None,
+        local_workers: bool = False,
+    ) -> None:
+        self.entries = entries
+        self.filters = filters
+        self.token = token or uuid.uuid4().hex
+        self.local_workers = local_workers
+        self._lock = threading.Lock()
+        self._ref: tuple[Any, ...] | None = None
+        self._live_filters: list[tuple[Any, ...]] | None = None
+        # The last (func, StatefulCall) pair made for this snapshot; see _task.bind.
+        self.calls: tuple[Any, Any] = (None, None)
+
+    def __repr__(self) -> str:
+        names = ", ".join(name for name, *_ in self.entries)
+        return f"<Snapshot {self.token[:8]} [{names}] +{len(self.filters)} warning filters>"
+
+    # -- the parent side ---------------------------------------------------------------------
+    def payload_ref(self) -> tuple[Any, ...]:
+        """What a batch carries instead of the state: ``("inline", bytes)`` or ``("file", path)``.
+
+        Pickled once per snapshot; raises :class:`StatePicklingError` naming the callback and
+        the failing part when a value cannot be pickled.
+        """
+        ref = self._ref
+        if ref is not None:
+            return ref
+        with self._lock:
+            if self._ref is None:
+                data = self._dumps()
+                if self.local_workers and len(data) > FILE_THRESHOLD:
+                    self._ref = ("file", _write_payload(self, data))
+                else:
+                    self._ref = ("inline", data)
+            return self._ref
+
+    def _dumps(self) -> bytes:
+        import cloudpickle
+
+        try:
+            data: bytes = cloudpickle.dumps(
+                (self.entries, self.filters), protocol=pickle.HIGHEST_PROTOCOL
+            )
+            return data
+        except Exception as exc:
+            raise _explain_pickling(self.entries, exc) from exc
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _load_snapshot, (self.token, self.payload_ref(), self.local_workers)
+
+    # -- the worker side ---------------------------------------------------------------------
+    def live_filters(self) -> list[tuple[Any, ...]]:
+        live = self._live_filters
+        if live is None:
+            live = self._live_filters = _warnings.live_filters(self.filters)
+        return live
+
+    def enter(self) -> list[Any]:
+        """Install this state; return what :meth:`exit` needs to undo it.
+
+        A setter runs only when the worker does not already hold the value; in that case the
+        undo re-reads the state after the task and restores it only if the task changed it.
+        """
+        undo: list[Any] = [_warnings.install_filters(self.live_filters())]
+        _ACTIVE.stack.append(self)
+        try:
+            for name, value, setter, callback in self.entries:
+                current, restore = _read(name, callback)
+                if current is value or _same(current, value):
+                    undo.append((name, callback, current, restore, False))
+                    continue
+                _set(name, setter, value)
+                undo.append((name, callback, current, restore, True))
+        except BaseException:
+            self.exit(undo)
+            raise
+        return undo
+
+    def refresh(self, undo: list[Any]) -> None:
+        """Between two tasks under one :meth:`enter`: put back what the last task changed.
+
+        This runs before every task but the first of a batch, so it only reads and compares;
+        a setter runs only for state that the previous task changed.
+        """
+        live = self._live_filters
+        if live is not None and not _warnings.filters_equal(live):
+            undo[0] = _warnings.reinstall_filters(live, undo[0])
+        for (name, value, setter, callback), (_, _, before, _, applied) in zip(
+            self.entries, undo[1:], strict=False
+        ):
+            try:
+                current = callback()[0]
+            except BaseException as exc:
+                raise _read_error(name, exc) from exc
+            # Identity first: comparing a large value by == before every task would cost more
+            # than the task.
+            if current is value or (current is before and not applied):
+                continue
+            if not _same(current, value):
+                _set(name, setter, value)
+
+    def exit(self, undo: list[Any]) -> None:
+        """Restore the state that :meth:`enter` found, in reverse order."""
+        try:
+            for i in range(len(undo) - 1, 0, -1):
+                name, callback, before, restore, applied = undo[i]
+                if not applied:
+                    # The value was already in place; undo only what the task itself changed.
+                    after, _ = _read(name, callback)
+                    if after is before or _same(after, before):
+                        continue
+                restore(before)
+        finally:
+            stack = _ACTIVE.stack
+            if stack and stack[-1] is self:
+                stack.pop()
+            elif self in stack:
+                stack.remove(self)
+            _warnings.uninstall_filters(undo[0])
+
+
+def _set(name: str, setter: Callable[[Any], Any], value: Any) -> None:
+    try:
+        setter(value)
+    except BaseException as exc:
+        raise SetterError(
+            f"The setter of parallel callback {name!r} raised {type(exc).__name__}: "
+            f"{exc} in process {os.getpid()}; the task was not run. Fix the setter "
+            f"or remove the callback with remove_global_parallel_callback({name!r})."
+        ) from exc
+
+
+def _read(name: str, callback: Callable[[], Any]) -> tuple[Any, Callable[[Any], Any]]:
+    try:
+        result = callback()
+    except BaseException as exc:
+        raise _read_error(name, exc) from exc
+    return _check_pair(name, result)
+
+
+def _read_error(name: str, exc: BaseException) -> SetterError:
+    return SetterError(
+        f"Parallel callback {name!r} raised {type(exc).__name__}: {exc} in process "
+        f"{os.getpid()} while reading the worker's state; the task was not run. The callback "
+        f"runs in worker processes too, to read the state to restore after each task."
+    )
+
+
+def _check_pair(name: str, result: Any) -> tuple[Any, Callable[[Any], Any]]:
+    if not (isinstance(result, tuple) and len(result) == 2 and callable(result[1])):
+        raise CallbackError(
+            f"Parallel callback {name!r} must return a (value, setter) pair with a callable "
+            f"setter; got {_short(result)}. Return e.g. `return get_config(), _set_config`."
+        )
+    return result
+
+
+def _short(obj: Any) -> str:
+    text = repr(obj)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{type(obj).__name__} {text}"
+
+
+def _same(a: Any, b: Any) -> bool:
+    if type(a) is not type(b):
+        return False
+    try:
+        return bool(a == b)
+    except Exception:
+        # e.g. NumPy arrays, whose == is elementwise: treat as different and set the value.
+        return False
+
+
+# -- capture ---------------------------------------------------------------------------------
+class _Active(threading.local):
+    def __init__(self) -> None:
+        self.stack: list[Snapshot] = []
+
+
+_ACTIVE = _Active()
+
+
+def active_snapshot() -> Snapshot | None:
+    """The snapshot installed on this thread by the running task, if any."""
+    stack = _ACTIVE.stack
+    return stack[-1] if stack else None
+
+
+class _LastCapture(threading.local):
+    def __init__(self) -> None:
+        self.by_mode: dict[bool, Snapshot] = {}
+
+
+_LAST = _LastCapture()
+
+
+def capture(registry: CallbackRegistry | None = None, *, local_workers: bool = False) -> Snapshot:
+    """Call every registered callback on this thread and return the snapshot of their state.
+
+    Inside a running task (a nested ``Parallel``), the callbacks of the task's own snapshot
+    are captured too, so state registered only in the top-level parent reaches nested
+    workers.
+
+    Returns the previous snapshot of this thread when nothing changed, so workers that hold
+    it skip unpickling and setting it.
+    """
+    items = (registry or default_registry).items()
+    outer = active_snapshot()
+    if outer is not None:
+        present = {name for name, _ in items}
+        items = items + tuple((n, cb) for n, _, _, cb in outer.entries if n not in present)
+    entries = []
+    for name, callback in items:
+        try:
+            result = callback()
+        except Exception as exc:
+            raise CallbackError(
+                f"Parallel callback {name!r} raised {type(exc).__name__}: {exc} while its state "
+                f"was captured in the parent; no task was sent. Fix the callback or remove it "
+                f"with remove_global_parallel_callback({name!r})."
+            ) from exc
+        value, setter = _check_pair(name, result)
+        entries.append((name, value, setter, callback))
+    filters = _warnings.capture_filters()
+    previous = _LAST.by_mode.get(local_workers)
+    if (
+        previous is not None
+        and previous.filters is filters
+        and _unchanged(previous.entries, entries)
+    ):
+        return previous
+    snapshot = Snapshot(tuple(entries), filters, local_workers=local_workers)
+    _LAST.by_mode[local_workers] = snapshot
+    return snapshot
+
+
+_IMMUTABLE_SCALARS = (type(None), bool, int, float, complex, str, bytes, range)
+
+
+def _unchanged(old: tuple[Entry, ...], new: list[Entry]) -> bool:
+    if len(old) != len(new):
+        return False
+    for (o_name, o_value, o_setter, o_cb), (n_name, n_value, n_setter, n_cb) in zip(
+        old, new, strict=False
+    ):
+        if o_name != n_name or o_cb is not n_cb or not _same_function(o_setter, n_setter):
+            return False
+        if not _strictly_equal(o_value, n_value):
+            return False
+    return True
+
+
+def _same_function(a: Any, b: Any) -> bool:
+    # Nested setters are new function objects on every call; the same code with the same
+    # closure contents behaves the same.
+    if a is b:
+        return True
+    code_a, code_b = getattr(a, "__code__", None), getattr(b, "__code__", None)
+    if code_a is None or code_a is not code_b:
+        return False
+    cells_a, cells_b = a.__closure__ or (), b.__closure__ or ()
+    try:
+        return (
+            len(cells_a) == len(cells_b)
+            and all(
+                x.cell_contents is y.cell_contents for x, y in zip(cells_a, cells_b, strict=False)
+            )
+            and a.__defaults__ == b.__defaults__
+        )
+    except ValueError:
+        return False
+
+
+def _strictly_equal(a: Any, b: Any, depth: int = 0) -> bool:
+    """Equal values of exactly the same types, so their pickles would be interchangeable."""
+    if type(a) is not type(b) or depth > 6:
+        return False
+    if isinstance(a, _IMMUTABLE_SCALARS):
+        if a is b:
+            return True
+        return a == b if not isinstance(a, float) else a == b or (a != a and b != b)
+    if isinstance(a, (tuple, list)):
+        return len(a) == len(b) and all(
+            _strictly_equal(x, y, depth + 1) for x, y in zip(a, b, strict=False)
+        )
+    if isinstance(a, dict):
+        return (
+            len(a) == len(b)
+            and all(type(k) in _IMMUTABLE_SCALARS for k in a)
+            and all(k in b and _strictly_equal(v, b[k], depth + 1) for k, v in a.items())
+            and list(a) == list(b)
+        )
+    if isinstance(a, type) or callable(a):
+        return a is b
+    # Arbitrary objects may be mutated in place without any visible change; re-pickle them.
+    return False
+
+
+def _explain_pickling(entries: tuple[Entry, ...], exc: Exception) -> StatePicklingError:
+    import cloudpickle
+
+    for name, value, setter, callback in entries:
+        for label, part in (("value", value), ("setter", setter), ("callback", callback)):
+            found = find_unpicklable(part, cloudpickle.dumps, root=label)
+            if found is not None:
+                return StatePicklingError(
+                    f"The state of parallel callback {name!r} cannot be sent to worker "
+                    f"processes: {describe_failure(*found)} (The threading backend does not "
+                    f"pickle and would work as is.)"
+                )
+    return StatePicklingError(
+        f"The captured warning filters cannot be pickled ({type(exc).__name__}: {exc})."
+    )
+
+
+# -- payload transport -----------------------------------------------------------------------
+_payload_dir: str | None = None
+_payload_dir_lock = threading.Lock()
+
+
+def _write_payload(snapshot: Snapshot, data: bytes) -> str:
+    global _payload_dir
+    with _payload_dir_lock:
+        if _payload_dir is None:
+            # /dev/shm keeps the file in memory, as joblib does for memmapped arrays.
+            base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+            _payload_dir = tempfile.mkdtemp(prefix=f"workerstate-{os.getpid()}-", dir=base)
+            weakref.finalize(sys.modules[__name__], shutil.rmtree, _payload_dir, True)
+    path = os.path.join(_payload_dir, snapshot.token)
+    with open(path, "wb") as handle:
+        handle.write(data)
+    weakref.finalize(snapshot, _unlink, path)
+    return path
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+_worker_cache: OrderedDict[str, Snapshot] = OrderedDict()
+_worker_cache_lock = threading.Lock()
+
+
+def _load_snapshot(token: str, ref: tuple[Any, ...], local_workers: bool = False) -> Snapshot:
+    """Unpickling side of :meth:`Snapshot.__reduce__`; cached per process by token."""
+    with _worker_cache_lock:
+        snapshot = _worker_cache.get(token)
+        if snapshot is not None:
+            _worker_cache.move_to_end(token)
+            return snapshot
+    kind, data = ref
+    if kind == "file":
+        with open(data, "rb") as handle:
+            data = handle.read()
+    entries, filters = pickle.loads(data)
+    snapshot = Snapshot(entries, filters, token=token, local_workers=local_workers)
+    with _worker_cache_lock:
+        _worker_cache[token] = snapshot
+        while len(_worker_cache) > _WORKER_CACHE_SIZE:
+            _worker_cache.popitem(last=False)
+    return snapshot

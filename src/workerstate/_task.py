@@ -1,0 +1,270 @@
+"""The task wrapper and ``delayed``: which snapshot a task gets, and how it runs under it.
+
+joblib pulls the first ``pre_dispatch`` tasks of a call from the iterable on the calling
+thread and the rest on its own dispatch threads, where thread-local state (scikit-learn's
+config) has other values. So the snapshot is taken once per call, when the first task of the
+call is made on the calling thread, and kept on the ``joblib.Parallel`` object under the call's
+id; tasks made later on the dispatch threads find the same object on their stack and reuse it.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import joblib
+from joblib import _parallel_backends
+
+from ._snapshot import Snapshot, capture
+
+__all__ = ["BINDING", "DelayedFunction", "StatefulCall", "bind", "delayed", "snapshot_for_new_task"]
+
+# The joblib methods that pull tasks from the user's iterable. Looked up defensively: if a
+# joblib release renames them, tasks fall back to capturing on the thread that makes them.
+_DISPATCH_CODE = getattr(getattr(joblib.Parallel, "dispatch_one_batch", None), "__code__", None)
+_START_CODE = getattr(getattr(joblib.Parallel, "_start", None), "__code__", None)
+_SEQUENTIAL_CODE = getattr(
+    getattr(joblib.Parallel, "_get_sequential_output", None), "__code__", None
+)
+_MAX_FRAMES = 8
+_CALL_KEY = "_workerstate_call"
+_LOCAL_BACKENDS = tuple(
+    cls
+    for cls in (
+        getattr(_parallel_backends, "LokyBackend", None),
+        getattr(_parallel_backends, "MultiprocessingBackend", None),
+    )
+    if cls is not None
+)
+
+
+class StatefulCall:
+    """A task callable: install a snapshot, call ``func``, restore what was there before.
+
+    Instances are made by :func:`delayed` and by :class:`workerstate.parallel.Parallel`; one
+    instance is shared by consecutive tasks of the same function, so a batch pickles it once.
+
+    In loky and multiprocessing workers, which run one batch at a time on their main thread
+    and drop it before taking the next, the state is installed once per batch: later tasks
+    of the batch only put back what the previous task changed, and the worker's own state is
+    restored when the batch is released (or at once when a task raises). Everywhere else
+    (threads, dask, ray, the parent) each task installs and restores the state itself.
+    """
+
+    __slots__ = ("_undo", "batch", "func", "snapshot")
+
+    def __init__(self, func: Callable[..., Any], snapshot: Snapshot, batch: bool = False) -> None:
+        self.func = func
+        self.snapshot = snapshot
+        self.batch = batch
+        self._undo: list[Any] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        snapshot = self.snapshot
+        if self.batch:
+            undo = self._undo
+            if undo is None:
+                if threading.current_thread() is not threading.main_thread():
+                    # Not the one-batch-at-a-time main thread of a loky or multiprocessing
+                    # worker: fall back to installing and restoring per task.
+                    self.batch = False
+                    return self(*args, **kwargs)
+                undo = self._undo = snapshot.enter()
+            else:
+                try:
+                    snapshot.refresh(undo)
+                except BaseException:
+                    self._release()
+                    raise
+            try:
+                return self.func(*args, **kwargs)
+            except BaseException:
+                # joblib stops the batch at the first error: restore now, not at release.
+                self._release()
+                raise
+        undo = snapshot.enter()
+        try:
+            return self.func(*args, **kwargs)
+        finally:
+            snapshot.exit(undo)
+
+    def _release(self) -> None:
+        undo, self._undo = self._undo, None
+        if undo is not None:
+            self.snapshot.exit(undo)
+
+    def __del__(self) -> None:
+        # The worker drops the batch, and with it this object, before it takes the next one.
+        if self._undo is not None:
+            self._release()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_call, (self.func, self.snapshot)
+
+    def __repr__(self) -> str:
+        return f"StatefulCall({self.func!r}, {self.snapshot!r})"
+
+
+def _rebuild_call(func: Callable[..., Any], snapshot: Snapshot) -> StatefulCall:
+    return StatefulCall(func, snapshot, batch=snapshot.local_workers)
+
+
+def bind(snapshot: Snapshot, func: Callable[..., Any]) -> StatefulCall:
+    """The task callable for ``func`` under ``snapshot``, reused while ``func`` repeats.
+
+    Consecutive tasks of one function share one wrapper object, so pickle sends it once
+    per batch.
+    """
+    last_func, last_call = snapshot.calls
+    if last_func is func:
+        return last_call  # type: ignore[no-any-return]
+    call = StatefulCall(func, snapshot)
+    snapshot.calls = (func, call)
+    return call
+
+
+def uses_local_processes(backend: Any) -> bool:
+    """Whether ``backend`` runs its workers as processes on this machine."""
+    return isinstance(backend, _LOCAL_BACKENDS)
+
+
+class _Binding(threading.local):
+    """The snapshot that :class:`workerstate.parallel.Parallel` is binding tasks to, per thread."""
+
+    snapshot: Snapshot | None = None
+
+
+#: Set while ``workerstate.parallel.Parallel`` pulls a task from the caller's iterable, on
+#: the thread that pulls it; tasks made meanwhile take the call's snapshot without a lookup.
+BINDING = _Binding()
+
+
+def snapshot_for_new_task(frame: Any) -> Snapshot:
+    """The snapshot for a task being made in ``frame`` (the code that calls ``delayed``)."""
+    for _ in range(_MAX_FRAMES):
+        if frame is None:
+            break
+        code = frame.f_code
+        if code is _DISPATCH_CODE:
+            parallel = frame.f_locals["self"]
+            state = parallel.__dict__
+            record = state.get(_CALL_KEY)
+            if record is not None and record[0] == state.get("_call_id"):
+                return record[1]  # type: ignore[no-any-return]
+            return _first_task_of_call(parallel, frame)
+        if code is _SEQUENTIAL_CODE:
+            break
+        frame = frame.f_back
+    # Not pulled by a running Parallel call: a list of tasks built up front, or n_jobs=1,
+    # where joblib pulls every task on the calling thread. This thread's state, now.
+    return capture()
+
+
+def _first_task_of_call(parallel: joblib.Parallel, frame: Any) -> Snapshot:
+    call_id = parallel.__dict__.get("_call_id")
+    if not _on_calling_thread(frame):
+        warnings.warn(
+            "workerstate.parallel.delayed made a task on joblib's dispatch thread for a call "
+            "whose first tasks were made with another delayed; its state was captured on that "
+            "thread, so thread-local state (such as scikit-learn's config) may not be the "
+            "caller's. Use workerstate.parallel.delayed for every task of the call, or "
+            "workerstate.parallel.Parallel.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    snapshot = capture(local_workers=uses_local_processes(getattr(parallel, "_backend", None)))
+    if call_id is not None:
+        parallel.__dict__[_CALL_KEY] = (call_id, snapshot)
+    return snapshot
+
+
+def _on_calling_thread(frame: Any) -> bool:
+    # joblib dispatches the first batches of a call from ``Parallel._start`` on the calling
+    # thread; later batches come from completion callbacks on its own threads.
+    while frame is not None:
+        if frame.f_code is _START_CODE:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class DelayedFunction:
+    """What :func:`delayed` returns: ``F(*args, **kwargs)`` makes a task triple.
+
+    Looks like the wrapped function (``__name__``, ``__qualname__``, ``__doc__``,
+    ``__wrapped__`` and its other attributes), as the function that :func:`joblib.delayed`
+    returns does, without copying them for every task.
+    """
+
+    __slots__ = ("function",)
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.function = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+        snapshot = BINDING.snapshot
+        if snapshot is None:
+            snapshot = snapshot_for_new_task(sys._getframe(1))
+        function = self.function
+        last_func, last_call = snapshot.calls
+        if last_func is function:
+            return last_call, args, kwargs
+        return bind(snapshot, function), args, kwargs
+
+    @property
+    def __wrapped__(self) -> Callable[..., Any]:
+        return self.function
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        return getattr(self.function, "__doc__", None)
+
+    def __getattr__(self, name: str) -> Any:
+        # Instances have no __name__ or __qualname__ of their own, so those come from here.
+        if name == "function":  # not set yet (e.g. during copy): avoid recursing
+            raise AttributeError(name)
+        return getattr(self.function, name)
+
+    def __repr__(self) -> str:
+        return f"delayed({self.function!r})"
+
+
+def delayed(function: Callable[..., Any]) -> DelayedFunction:
+    """Capture the arguments of a function, and the registered state, for a parallel call.
+
+    A drop-in replacement for :func:`joblib.delayed`: ``delayed(f)(*args, **kwargs)`` returns
+    a ``(callable, args, kwargs)`` triple that any :class:`joblib.Parallel` accepts, on any
+    backend. The callable installs the state of the registered callbacks and the parent's
+    warning filters in the worker, calls ``f(*args, **kwargs)``, and restores the worker's
+    previous state afterwards, also when ``f`` raises.
+
+    Parameters
+    ----------
+    function : callable
+        The function to call in the worker.
+
+    Returns
+    -------
+    callable
+        ``F`` such that ``F(*args, **kwargs)`` returns ``(task, args, kwargs)``.
+
+    Notes
+    -----
+    The state is captured once per ``Parallel`` call, on the thread that calls ``Parallel``,
+    when the first task of the call is made; every task of the call gets that same snapshot,
+    also the tasks that joblib makes later on its own dispatch threads. Tasks made outside a
+    running ``Parallel`` call (a list built up front) get the state of the thread that makes
+    them, at that moment.
+
+    Examples
+    --------
+    >>> from joblib import Parallel
+    >>> from workerstate.parallel import delayed
+    >>> Parallel(n_jobs=2, backend="threading")(delayed(abs)(-i) for i in range(3))
+    [0, 1, 2]
+    """
+
+    return DelayedFunction(function)

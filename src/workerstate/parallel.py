@@ -1,0 +1,143 @@
+"""Carry run-time state from the parent into joblib workers, and undo it after each task.
+
+Register a callback that returns ``(value, setter)``. When a ``Parallel`` call starts, the
+callback runs in the parent and its value is captured; in the worker, ``setter(value)`` runs
+before each task and the worker's previous state is put back after it. Swap one import to use
+it: ``from workerstate.parallel import delayed`` in place of ``from joblib import delayed``.
+
+The registry functions have the names of ``tpcp.parallel``'s, so code written for it works
+after changing the import.
+
+Examples
+--------
+>>> from joblib import Parallel
+>>> from workerstate import parallel
+>>> SETTINGS = {"scale": 1}
+>>> def settings_callback():
+...     def setter(value):
+...         SETTINGS.clear()
+...         SETTINGS.update(value)
+...     return dict(SETTINGS), setter
+>>> def scaled(x):
+...     return x * SETTINGS["scale"]
+>>> SETTINGS["scale"] = 10
+>>> with parallel.global_parallel_callback(settings_callback, name="settings"):
+...     Parallel(n_jobs=2, backend="threading")(parallel.delayed(scaled)(i) for i in range(3))
+[0, 10, 20]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ._errors import CallbackError, SetterError, StatePicklingError, WorkerStateError
+from ._parallel import Parallel
+from ._pool import fresh_pool
+from ._registry import Callback, default_registry
+from ._task import delayed
+
+__all__ = [
+    "CallbackError",
+    "Parallel",
+    "SetterError",
+    "StatePicklingError",
+    "WorkerStateError",
+    "delayed",
+    "fresh_pool",
+    "global_parallel_callback",
+    "register_global_parallel_callback",
+    "registered_callbacks",
+    "remove_global_parallel_callback",
+]
+
+
+def register_global_parallel_callback(callback: Callback, name: str | None = None) -> str:
+    """Register ``callback`` so its state reaches every worker of later ``Parallel`` calls.
+
+    Parameters
+    ----------
+    callback : callable
+        Called with no arguments in the parent when a call's state is captured. Must return
+        ``(value, setter)``: ``value`` is sent to the workers, where ``setter(value)`` runs
+        before each task. It is also called in the worker, to read the state to restore
+        after the task, so it must work in a fresh process too.
+    name : str, optional
+        The registration name. Defaults to the callback's ``module.qualname``.
+
+    Returns
+    -------
+    str
+        The name under which the callback is registered.
+
+    Raises
+    ------
+    TypeError
+        If ``callback`` is not callable or ``name`` is not a string.
+    ValueError
+        If a callback is already registered under ``name``.
+
+    Examples
+    --------
+    >>> import logging
+    >>> from workerstate import parallel
+    >>> def log_level():
+    ...     return logging.getLogger("myapp").level, logging.getLogger("myapp").setLevel
+    >>> parallel.register_global_parallel_callback(log_level, name="myapp-level")
+    'myapp-level'
+    >>> parallel.remove_global_parallel_callback("myapp-level")
+    """
+    return default_registry.register(callback, name)
+
+
+def remove_global_parallel_callback(name: str) -> None:
+    """Remove the callback registered under ``name``.
+
+    Raises
+    ------
+    KeyError
+        If no callback is registered under ``name``; the message lists what is registered.
+
+    Examples
+    --------
+    >>> from workerstate import parallel
+    >>> parallel.remove_global_parallel_callback("never-registered")
+    Traceback (most recent call last):
+    ...
+    KeyError: "No parallel callback is registered under 'never-registered'; registered now: none."
+    """
+    default_registry.remove(name)
+
+
+@contextmanager
+def global_parallel_callback(callback: Callback, name: str | None = None) -> Iterator[str]:
+    """Register ``callback`` for the duration of a ``with`` block; yields the name.
+
+    Examples
+    --------
+    >>> from workerstate import parallel
+    >>> def cb():
+    ...     return 0, print
+    >>> with parallel.global_parallel_callback(cb, name="scoped") as name:
+    ...     parallel.registered_callbacks()
+    ('scoped',)
+    >>> parallel.registered_callbacks()
+    ()
+    """
+    registered = default_registry.register(callback, name)
+    try:
+        yield registered
+    finally:
+        default_registry.remove(registered)
+
+
+def registered_callbacks() -> tuple[str, ...]:
+    """The names of the callbacks registered now, in registration order.
+
+    Examples
+    --------
+    >>> from workerstate import parallel
+    >>> parallel.registered_callbacks()
+    ()
+    """
+    return default_registry.names()
