@@ -20,12 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--folds", type=int, default=6, help="number of tasks (default 6)")
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        from ._demo import main as demo_main
+    from ._demo import main as demo_main
 
-        return demo_main(args.folds)
-    parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse exits first
-    return 2
+    return demo_main(args.folds)
 
 
 if __name__ == "__main__":

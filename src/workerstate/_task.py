@@ -30,6 +30,7 @@ _SEQUENTIAL_CODE = getattr(
     getattr(joblib.Parallel, "_get_sequential_output", None), "__code__", None
 )
 _MAX_FRAMES = 8
+_getframe = sys._getframe
 _CALL_KEY = "_workerstate_call"
 _LOCAL_BACKENDS = tuple(
     cls
@@ -207,7 +208,17 @@ class DelayedFunction:
     def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
         snapshot = BINDING.snapshot
         if snapshot is None:
-            snapshot = snapshot_for_new_task(sys._getframe(1))
+            # The common case inlined: a generator expression that joblib is pulling, whose
+            # resumer is Parallel.dispatch_one_batch of a call that already has its snapshot.
+            caller = _getframe(1)
+            frame = caller.f_back
+            if frame is not None and frame.f_code is _DISPATCH_CODE:
+                state = frame.f_locals["self"].__dict__
+                record = state.get(_CALL_KEY)
+                if record is not None and record[0] == state.get("_call_id"):
+                    snapshot = record[1]
+            if snapshot is None:
+                snapshot = snapshot_for_new_task(caller)
         function = self.function
         last_func, last_call = snapshot.calls
         if last_func is function:
