@@ -7,8 +7,8 @@ from typing import Any
 
 import joblib
 
-from ._snapshot import Snapshot, capture
-from ._task import BINDING, StatefulCall, bind, uses_local_processes
+from ._snapshot import Snapshot
+from ._task import BINDING, StatefulCall, bind, capture_for
 
 __all__ = ["Parallel"]
 
@@ -75,7 +75,7 @@ class Parallel(joblib.Parallel):  # type: ignore[misc]
 
     def __call__(self, iterable: Iterable[Any]) -> Any:
         backend = getattr(self, "_backend", None)
-        snapshot = capture(local_workers=uses_local_processes(backend))
+        snapshot = capture_for(backend)
         if not getattr(backend, "uses_threads", False) and self._needs_pickling():
             snapshot.payload_ref()  # raises StatePicklingError here rather than in a queue thread
         tasks: Iterable[Any] = _BoundTasks(iterable, snapshot)

@@ -52,6 +52,7 @@ class Snapshot:
         "entries",
         "filters",
         "local_workers",
+        "stdlib_pickle",
         "token",
     )
 
@@ -62,11 +63,13 @@ class Snapshot:
         *,
         token: str | None = None,
         local_workers: bool = False,
+        stdlib_pickle: bool = False,
     ) -> None:
         self.entries = entries
         self.filters = filters
         self.token = token or uuid.uuid4().hex
         self.local_workers = local_workers
+        self.stdlib_pickle = stdlib_pickle
         self._lock = threading.Lock()
         self._ref: tuple[Any, ...] | None = None
         self._live_filters: list[tuple[Any, ...]] | None = None
@@ -79,10 +82,11 @@ class Snapshot:
 
     # -- the parent side ---------------------------------------------------------------------
     def payload_ref(self) -> tuple[Any, ...]:
-        """What a batch carries instead of the state: ``("inline", bytes)`` or ``("file", path)``.
+        """What a batch carries instead of the values: ``("inline", bytes)`` or ``("file", path)``.
 
-        Pickled once per snapshot; raises :class:`StatePicklingError` naming the callback and
-        the failing part when a value cannot be pickled.
+        The values and warning filters are pickled once per snapshot; raises
+        :class:`StatePicklingError` naming the callback and the failing part when a value,
+        setter or callback cannot be pickled.
         """
         ref = self._ref
         if ref is not None:
@@ -99,16 +103,28 @@ class Snapshot:
     def _dumps(self) -> bytes:
         import cloudpickle
 
+        values = tuple(value for _, value, _, _ in self.entries)
         try:
+            # The functions travel inside each batch (see __reduce__); checking them here
+            # reports an unpicklable setter in the parent rather than in a queue thread.
+            cloudpickle.dumps(tuple((setter, callback) for _, _, setter, callback in self.entries))
             data: bytes = cloudpickle.dumps(
-                (self.entries, self.filters), protocol=pickle.HIGHEST_PROTOCOL
+                (values, self.filters), protocol=pickle.HIGHEST_PROTOCOL
             )
-            return data
         except Exception as exc:
             raise _explain_pickling(self.entries, exc) from exc
+        return data
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return _load_snapshot, (self.token, self.payload_ref(), self.local_workers)
+        # Values (possibly large) go once per snapshot as bytes or a file. Setters and
+        # callbacks go inside the batch, pickled by the backend's own pickler, so a function
+        # from a __main__ script shares its globals with the task functions of the batch
+        # (cloudpickle) or is found by name in the worker's __main__ (multiprocessing).
+        functions = tuple(
+            (name, _for_pickler(setter, self.stdlib_pickle), _for_pickler(cb, self.stdlib_pickle))
+            for name, _, setter, cb in self.entries
+        )
+        return _load_snapshot, (self.token, self.payload_ref(), functions, self.local_workers)
 
     # -- the worker side ---------------------------------------------------------------------
     def live_filters(self) -> list[tuple[Any, ...]]:
@@ -251,13 +267,18 @@ def active_snapshot() -> Snapshot | None:
 
 class _LastCapture(threading.local):
     def __init__(self) -> None:
-        self.by_mode: dict[bool, Snapshot] = {}
+        self.by_mode: dict[tuple[bool, bool], Snapshot] = {}
 
 
 _LAST = _LastCapture()
 
 
-def capture(registry: CallbackRegistry | None = None, *, local_workers: bool = False) -> Snapshot:
+def capture(
+    registry: CallbackRegistry | None = None,
+    *,
+    local_workers: bool = False,
+    stdlib_pickle: bool = False,
+) -> Snapshot:
     """Call every registered callback on this thread and return the snapshot of their state.
 
     Inside a running task (a nested ``Parallel``), the callbacks of the task's own snapshot
@@ -285,15 +306,18 @@ def capture(registry: CallbackRegistry | None = None, *, local_workers: bool = F
         value, setter = _check_pair(name, result)
         entries.append((name, value, setter, callback))
     filters = _warnings.capture_filters()
-    previous = _LAST.by_mode.get(local_workers)
+    mode = (local_workers, stdlib_pickle)
+    previous = _LAST.by_mode.get(mode)
     if (
         previous is not None
         and previous.filters is filters
         and _unchanged(previous.entries, entries)
     ):
         return previous
-    snapshot = Snapshot(tuple(entries), filters, local_workers=local_workers)
-    _LAST.by_mode[local_workers] = snapshot
+    snapshot = Snapshot(
+        tuple(entries), filters, local_workers=local_workers, stdlib_pickle=stdlib_pickle
+    )
+    _LAST.by_mode[mode] = snapshot
     return snapshot
 
 
@@ -401,25 +425,64 @@ def _unlink(path: str) -> None:
         os.unlink(path)
 
 
-_worker_cache: OrderedDict[str, Snapshot] = OrderedDict()
+def _for_pickler(func: Any, stdlib_pickle: bool) -> Any:
+    """``func`` as it should go into a batch that ``pickle`` (not cloudpickle) will pickle."""
+    if not stdlib_pickle:
+        return func
+    try:
+        pickle.dumps(func)
+    except Exception:
+        return _ByValue(func)
+    return func
+
+
+class _ByValue:
+    """A function that only cloudpickle can pickle (a lambda, a nested setter)."""
+
+    __slots__ = ("func",)
+
+    def __init__(self, func: Any) -> None:
+        self.func = func
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import cloudpickle
+
+        return pickle.loads, (cloudpickle.dumps(self.func),)
+
+
+_worker_cache: OrderedDict[str, list[Any]] = OrderedDict()
 _worker_cache_lock = threading.Lock()
 
 
-def _load_snapshot(token: str, ref: tuple[Any, ...], local_workers: bool = False) -> Snapshot:
-    """Unpickling side of :meth:`Snapshot.__reduce__`; cached per process by token."""
+def _load_snapshot(
+    token: str,
+    ref: tuple[Any, ...],
+    functions: tuple[tuple[str, Any, Any], ...],
+    local_workers: bool = False,
+) -> Snapshot:
+    """Unpickling side of :meth:`Snapshot.__reduce__`; the values are cached per process."""
     with _worker_cache_lock:
-        snapshot = _worker_cache.get(token)
-        if snapshot is not None:
+        cached = _worker_cache.get(token)
+        if cached is not None:
             _worker_cache.move_to_end(token)
-            return snapshot
-    kind, data = ref
-    if kind == "file":
-        with open(data, "rb") as handle:
-            data = handle.read()
-    entries, filters = pickle.loads(data)
+    if cached is None:
+        kind, data = ref
+        if kind == "file":
+            with open(data, "rb") as handle:
+                data = handle.read()
+        values, filters = pickle.loads(data)
+        cached = [values, filters, None]
+        with _worker_cache_lock:
+            _worker_cache[token] = cached
+            while len(_worker_cache) > _WORKER_CACHE_SIZE:
+                _worker_cache.popitem(last=False)
+    values, filters, live = cached
+    entries = tuple(
+        (name, value, setter, callback)
+        for (name, setter, callback), value in zip(functions, values, strict=True)
+    )
     snapshot = Snapshot(entries, filters, token=token, local_workers=local_workers)
-    with _worker_cache_lock:
-        _worker_cache[token] = snapshot
-        while len(_worker_cache) > _WORKER_CACHE_SIZE:
-            _worker_cache.popitem(last=False)
+    if live is None:
+        live = cached[2] = _warnings.live_filters(filters)
+    snapshot._live_filters = live
     return snapshot

@@ -17,21 +17,32 @@ from typing import Any
 
 import joblib
 from joblib import _parallel_backends
+from joblib import parallel as joblib_parallel
 
 from ._snapshot import Snapshot, capture
 
 __all__ = ["BINDING", "DelayedFunction", "StatefulCall", "bind", "delayed", "snapshot_for_new_task"]
 
-# The joblib methods that pull tasks from the user's iterable. Looked up defensively: if a
-# joblib release renames them, tasks fall back to capturing on the thread that makes them.
-_DISPATCH_CODE = getattr(getattr(joblib.Parallel, "dispatch_one_batch", None), "__code__", None)
-_START_CODE = getattr(getattr(joblib.Parallel, "_start", None), "__code__", None)
-_SEQUENTIAL_CODE = getattr(
-    getattr(joblib.Parallel, "_get_sequential_output", None), "__code__", None
-)
+
+def _code_of(owner: Any, method: str) -> Any:
+    return getattr(getattr(owner, method, None), "__code__", None)
+
+
+# joblib internals that workerstate recognises on the stack. Looked up defensively: if a
+# joblib release renames one, the code paths that need it fall back to the safe behaviour
+# (capture on the thread that makes the task; install and restore around every task).
+# Where tasks are pulled from the caller's iterable, on the calling or a dispatch thread:
+_DISPATCH_CODE = _code_of(joblib.Parallel, "dispatch_one_batch")
+# Where the first batches of a call are dispatched, always on the calling thread:
+_START_CODE = _code_of(joblib.Parallel, "_start")
+# Where n_jobs=1 pulls and runs every task on the calling thread:
+_SEQUENTIAL_CODE = _code_of(joblib.Parallel, "_get_sequential_output")
+# Where a worker runs the tasks of one batch, in order:
+_BATCH_CALL_CODE = _code_of(getattr(joblib_parallel, "BatchedCalls", None), "__call__")
 _MAX_FRAMES = 8
 _getframe = sys._getframe
 _CALL_KEY = "_workerstate_call"
+_MULTIPROCESSING = getattr(_parallel_backends, "MultiprocessingBackend", None)
 _LOCAL_BACKENDS = tuple(
     cls
     for cls in (
@@ -68,9 +79,13 @@ class StatefulCall:
         if self.batch:
             undo = self._undo
             if undo is None:
-                if threading.current_thread() is not threading.main_thread():
+                if (
+                    threading.current_thread() is not threading.main_thread()
+                    or not self._runs_whole_batch()
+                ):
                     # Not the one-batch-at-a-time main thread of a loky or multiprocessing
-                    # worker: fall back to installing and restoring per task.
+                    # worker, or the batch holds other tasks that must not see this state:
+                    # install and restore around each task instead.
                     self.batch = False
                     return self(*args, **kwargs)
                 undo = self._undo = snapshot.enter()
@@ -91,6 +106,22 @@ class StatefulCall:
             return self.func(*args, **kwargs)
         finally:
             snapshot.exit(undo)
+
+    def _runs_whole_batch(self) -> bool:
+        # Keeping the state between tasks is safe only if every task of the joblib batch
+        # being run is this object; a plain task batched in between must see the worker's
+        # own state. Checked once per batch, on the batch's item list.
+        frame: Any = _getframe(2)
+        for _ in range(3):
+            if frame is None:
+                break
+            if frame.f_code is _BATCH_CALL_CODE:
+                items = getattr(frame.f_locals.get("self"), "items", None)
+                return isinstance(items, list) and all(
+                    type(item) is tuple and len(item) == 3 and item[0] is self for item in items
+                )
+            frame = frame.f_back
+        return False
 
     def _release(self) -> None:
         undo, self._undo = self._undo, None
@@ -127,9 +158,17 @@ def bind(snapshot: Snapshot, func: Callable[..., Any]) -> StatefulCall:
     return call
 
 
-def uses_local_processes(backend: Any) -> bool:
-    """Whether ``backend`` runs its workers as processes on this machine."""
-    return isinstance(backend, _LOCAL_BACKENDS)
+def capture_for(backend: Any) -> Snapshot:
+    """Capture the state for a call on ``backend``, shaped for how its workers get tasks.
+
+    loky and multiprocessing run single-threaded worker processes on this machine (so the
+    state can stay installed for a whole batch, and large values can go through a file);
+    multiprocessing pickles tasks with ``pickle``, not cloudpickle.
+    """
+    return capture(
+        local_workers=isinstance(backend, _LOCAL_BACKENDS),
+        stdlib_pickle=_MULTIPROCESSING is not None and isinstance(backend, _MULTIPROCESSING),
+    )
 
 
 class _Binding(threading.local):
@@ -176,7 +215,13 @@ def _first_task_of_call(parallel: joblib.Parallel, frame: Any) -> Snapshot:
             RuntimeWarning,
             stacklevel=4,
         )
-    snapshot = capture(local_workers=uses_local_processes(getattr(parallel, "_backend", None)))
+    backend = getattr(parallel, "_backend", None)
+    snapshot = capture_for(backend)
+    if not getattr(backend, "uses_threads", False):
+        # Pickle now, on the calling thread: an unpicklable value is then reported as a
+        # StatePicklingError from the Parallel call, not as joblib's generic pickling error
+        # from its queue thread.
+        snapshot.payload_ref()
     if call_id is not None:
         parallel.__dict__[_CALL_KEY] = (call_id, snapshot)
     return snapshot
