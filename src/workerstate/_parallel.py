@@ -7,8 +7,9 @@ from typing import Any
 
 import joblib
 
+from ._backend import rebind
 from ._snapshot import Snapshot
-from ._task import BINDING, StatefulCall, bind, capture_for
+from ._task import BINDING, capture_for
 
 __all__ = ["Parallel"]
 
@@ -39,16 +40,7 @@ class _BoundTasks:
                 return
             finally:
                 binding.snapshot = outer
-            if type(task) is not tuple or len(task) != 3:
-                yield task  # not a delayed triple: let joblib report it as it always does
-                continue
-            func = task[0]
-            if type(func) is StatefulCall:
-                if func.snapshot is snapshot:
-                    yield task
-                    continue
-                func = func.func
-            yield bind(snapshot, func), task[1], task[2]
+            yield rebind(task, snapshot)
 
 
 class Parallel(joblib.Parallel):  # type: ignore[misc]

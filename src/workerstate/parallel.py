@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ._backend import WorkerStateBackend, register_backend
 from ._errors import CallbackError, SetterError, StatePicklingError, WorkerStateError
 from ._parallel import Parallel
 from ._pool import fresh_pool
@@ -42,6 +43,7 @@ __all__ = [
     "Parallel",
     "SetterError",
     "StatePicklingError",
+    "WorkerStateBackend",
     "WorkerStateError",
     "delayed",
     "fresh_pool",
@@ -50,6 +52,10 @@ __all__ = [
     "registered_callbacks",
     "remove_global_parallel_callback",
 ]
+
+
+# Makes joblib.parallel_config(backend="workerstate") available; see WorkerStateBackend.
+register_backend()
 
 
 def register_global_parallel_callback(callback: Callback, name: str | None = None) -> str:

@@ -1,0 +1,169 @@
+"""A joblib backend that carries the registered state into calls made by other libraries.
+
+scikit-learn's ``cross_validate``, ``GridSearchCV`` and many others call ``joblib.Parallel``
+with their own ``delayed``. Selecting this backend with ``joblib.parallel_config`` binds every
+task of such a call to the state captured when the call starts, without touching joblib or
+the other library: the backend wraps a real one ("loky" by default) and rewrites each batch
+just before handing it over.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from joblib import parallel as joblib_parallel
+
+from ._snapshot import Snapshot
+from ._task import StatefulCall, bind, capture_for
+
+__all__ = ["BACKEND_NAME", "WorkerStateBackend", "rebind", "register_backend"]
+
+BACKEND_NAME = "workerstate"
+_CALL_KEY = "_workerstate_backend_snapshot"
+
+
+def rebind(task: Any, snapshot: Snapshot) -> Any:
+    """``task`` (a ``(func, args, kwargs)`` triple) with ``func`` running under ``snapshot``.
+
+    A task already made by workerstate's ``delayed`` is re-bound, never wrapped twice; anything
+    that is not a triple is returned unchanged, for joblib to report as it always does.
+    """
+    if type(task) is not tuple or len(task) != 3:
+        return task
+    func = task[0]
+    if type(func) is StatefulCall:
+        if func.snapshot is snapshot:
+            return task
+        func = func.func
+    return bind(snapshot, func), task[1], task[2]
+
+
+class WorkerStateBackend:
+    """Run joblib calls on another backend, with the registered state in every task.
+
+    Select it with :func:`joblib.parallel_config` (it is registered under the name
+    ``"workerstate"`` when :mod:`workerstate.parallel` is imported); ``inner`` names the
+    backend that really runs the tasks, and any other keyword argument goes to that
+    backend's constructor.
+
+    Parameters
+    ----------
+    inner : str or joblib backend instance, default "loky"
+        The backend that runs the tasks: "loky", "multiprocessing", "threading", "dask", or
+        any other registered backend.
+    **inner_kwargs
+        Passed to the inner backend's constructor.
+
+    Notes
+    -----
+    The state is captured when a ``Parallel`` call starts, on the calling thread (joblib
+    configures its backend there), and every batch of the call is bound to it before the inner
+    backend sends it, so tasks made with any ``delayed`` get it. The object passes
+    ``isinstance`` checks for the inner backend's class, as joblib uses those to enable
+    backend-specific features (loky's temporary folders for memory-mapped arrays).
+
+    Examples
+    --------
+    >>> import joblib
+    >>> from workerstate import parallel  # registers the backend
+    >>> with joblib.parallel_config(backend="workerstate", inner="threading"):
+    ...     joblib.Parallel(n_jobs=2)(joblib.delayed(abs)(-i) for i in range(3))
+    [0, 1, 2]
+    """
+
+    def __init__(self, inner: Any = "loky", **inner_kwargs: Any) -> None:
+        if isinstance(inner, str):
+            factory = joblib_parallel.BACKENDS.get(inner)
+            if factory is None:
+                register = getattr(joblib_parallel, "EXTERNAL_BACKENDS", {}).get(inner)
+                if register is not None:  # e.g. "dask" and "ray" register themselves lazily
+                    register()
+                    factory = joblib_parallel.BACKENDS.get(inner)
+            if factory is None:
+                known = sorted(joblib_parallel.BACKENDS)
+                raise ValueError(
+                    f"The workerstate backend cannot wrap {inner!r}: no joblib backend has that "
+                    f"name. Registered backends: {known}."
+                )
+            inner = factory(**inner_kwargs)
+        elif inner_kwargs:
+            raise ValueError("Keyword arguments for the inner backend need inner= as a name.")
+        if isinstance(inner, WorkerStateBackend):
+            inner = inner._inner
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_snapshot", None)
+
+    # -- look like the inner backend ----------------------------------------------------------
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return type(self._inner)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_inner":  # during unpickling, before __init__ state exists
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._inner, name, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return WorkerStateBackend, (self._inner,)
+
+    def __repr__(self) -> str:
+        return f"WorkerStateBackend(inner={self._inner!r})"
+
+    # -- capture on the calling thread --------------------------------------------------------
+    def configure(self, *args: Any, **kwargs: Any) -> Any:
+        """Capture the state for the call, then configure the inner backend."""
+        self._capture(kwargs.get("parallel"))
+        return self._inner.configure(*args, **kwargs)
+
+    def start_call(self) -> None:
+        """Capture again at the start of each call (``Parallel`` used as a context manager)."""
+        self._capture(getattr(self._inner, "parallel", None))
+        start = getattr(self._inner, "start_call", None)
+        if start is not None:
+            start()
+
+    def _capture(self, parallel: Any) -> None:
+        snapshot = capture_for(self._inner)
+        if not getattr(self._inner, "uses_threads", False):
+            snapshot.payload_ref()  # report unpicklable state here, in the parent
+        object.__setattr__(self, "_snapshot", snapshot)
+        if parallel is not None:
+            # One backend object can serve several Parallel objects (parallel_config makes
+            # one); the snapshot is kept per Parallel and found again from the batch callback.
+            parallel.__dict__[_CALL_KEY] = snapshot
+
+    # -- bind every batch -----------------------------------------------------------------------
+    def _bind_batch(self, batch: Any, callback: Any) -> None:
+        parallel = getattr(callback, "parallel", None)
+        snapshot = None if parallel is None else parallel.__dict__.get(_CALL_KEY)
+        if snapshot is None:
+            snapshot = self._snapshot
+        items = getattr(batch, "items", None)
+        if snapshot is None or not isinstance(items, list):
+            return
+        batch.items = [rebind(task, snapshot) for task in items]
+
+    def submit(self, func: Any, callback: Any = None) -> Any:
+        """Bind the batch to the call's state and submit it to the inner backend."""
+        self._bind_batch(func, callback)
+        return self._inner.submit(func, callback=callback)
+
+    def apply_async(self, func: Any, callback: Any = None) -> Any:
+        """Bind the batch to the call's state and hand it to the inner backend (joblib < 1.5)."""
+        self._bind_batch(func, callback)
+        return self._inner.apply_async(func, callback=callback)
+
+    def get_nested_backend(self) -> Any:
+        """The inner backend's choice for nested calls, wrapped so they carry the state too."""
+        nested, n_jobs = self._inner.get_nested_backend()
+        return WorkerStateBackend(nested), n_jobs
+
+
+def register_backend() -> None:
+    """Register :class:`WorkerStateBackend` with joblib under the name ``"workerstate"``."""
+    from joblib import register_parallel_backend
+
+    register_parallel_backend(BACKEND_NAME, WorkerStateBackend)
