@@ -56,6 +56,10 @@ def _contenders() -> list[tuple[str, int, Callable[[Callable[..., Any], int, str
     def ws_parallel(func: Callable[..., Any], n: int, token: str) -> list[int]:
         return ws.Parallel(n_jobs=N_JOBS)(ws.delayed(func)(token) for _ in range(n))
 
+    def ws_backend(func: Callable[..., Any], n: int, token: str) -> list[int]:
+        with joblib.parallel_config(backend="workerstate"):
+            return joblib.Parallel(n_jobs=N_JOBS)(joblib.delayed(func)(token) for _ in range(n))
+
     found: list[tuple[str, int, Callable[[Callable[..., Any], int, str], list[int]]]] = [
         ("joblib.delayed, no state (floor)", 0, plain),
         ("sklearn.utils.parallel (own config)", 1 | 4, sklearn_wrapper),
@@ -71,6 +75,7 @@ def _contenders() -> list[tuple[str, int, Callable[[Callable[..., Any], int, str
     found += [
         ("workerstate delayed + joblib.Parallel", ALL_STATE, ws_delayed),
         ("workerstate Parallel + delayed", ALL_STATE, ws_parallel),
+        ("joblib.delayed, workerstate backend", ALL_STATE, ws_backend),
     ]
     return found
 

@@ -231,13 +231,7 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def default_threads(internal_api: str) -> int:
-    """The thread count a library starts with in this process, from its environment.
-
-    Its own variable (``OPENBLAS_NUM_THREADS``...), else ``OMP_NUM_THREADS``, else the number
-    of usable CPUs. joblib's loky and multiprocessing workers have these variables set to
-    their share of the CPUs.
-    """
+def _env_threads(internal_api: str) -> int:
     for name in (_THREAD_VARIABLES.get(internal_api), "OMP_NUM_THREADS"):
         raw = os.environ.get(name) if name else None
         if raw:
@@ -250,6 +244,23 @@ def default_threads(internal_api: str) -> int:
     return _cpu_count()
 
 
+#: The highest thread count seen for each library (by file path) in this process.
+_seen_threads: dict[str, int] = {}
+
+
+def default_threads(lib: dict[str, Any]) -> int:
+    """The thread count that a library runs with in this process when nothing limits it.
+
+    The count from its environment variable (``OPENBLAS_NUM_THREADS``...), else from
+    ``OMP_NUM_THREADS``, else the number of usable CPUs; or the highest count seen for the
+    library in this process, if higher (the variables can change after the library loaded:
+    dask's ``LocalCluster`` sets them to 1 in its parent). joblib's loky and multiprocessing
+    workers start with these variables set to their share of the CPUs.
+    """
+    seen = _seen_threads.get(str(lib.get("filepath")), 0)
+    return max(_env_threads(str(lib.get("internal_api"))), seen)
+
+
 def _limited(info: list[dict[str, Any]]) -> dict[str, int]:
     limits: dict[str, int] = {}
     for lib in info:
@@ -257,45 +268,61 @@ def _limited(info: list[dict[str, Any]]) -> dict[str, int]:
         api = lib.get("user_api")
         if not isinstance(count, int) or not isinstance(api, str):
             continue
-        if count < default_threads(str(lib.get("internal_api"))):
+        path = str(lib.get("filepath"))
+        if count > _seen_threads.get(path, 0):
+            _seen_threads[path] = count
+        if count < default_threads(lib):
             limits[api] = min(count, limits.get(api, count))
     return limits
+
+
+_controller: tuple[int, Any] | None = None
+
+
+def _threadpool_controller() -> Any:
+    """A ``threadpoolctl.ThreadpoolController``, made again when a module was imported.
+
+    Making one looks up every loaded shared library (milliseconds); asking one for the
+    thread counts takes microseconds. New libraries come with imports, so the number of
+    imported modules tells when to look again.
+    """
+    global _controller
+    threadpoolctl = load("threadpoolctl")
+    count = len(sys.modules)
+    cached = _controller
+    if cached is None or cached[0] != count:
+        cached = _controller = (count, threadpoolctl.ThreadpoolController())
+    return cached[1]
 
 
 def read_threadpool_limits() -> dict[str, int]:
     if "threadpoolctl" not in sys.modules:
         return {}
-    threadpoolctl = load("threadpoolctl")
-
-    return _limited(threadpoolctl.threadpool_info())
+    return _limited(_threadpool_controller().info())
 
 
 def set_threadpool_limits(value: dict[str, int]) -> None:
     if not value and "threadpoolctl" not in sys.modules:
         return
-    threadpoolctl = load("threadpoolctl")
-
-    info = threadpoolctl.threadpool_info()
+    controller = _threadpool_controller()
+    info = controller.info()
     now = _limited(info)
     apis = sorted({str(lib["user_api"]) for lib in info} | set(value))
-    controller: Any = None
     for api in apis:
         if now.get(api) == value.get(api):
             continue
         targets: dict[str, int] = {}
         for lib in info:
             if lib["user_api"] == api:
-                default = default_threads(str(lib["internal_api"]))
+                default = default_threads(lib)
                 targets[str(lib["filepath"])] = (
                     min(value[api], default) if api in value else default
                 )
         if len(set(targets.values())) == 1:
             # The usual case: every library of the API gets the same count.
-            threadpoolctl.threadpool_limits(limits=next(iter(targets.values())), user_api=api)
+            controller.limit(limits=next(iter(targets.values())), user_api=api)
             continue
         for lib in info:
             path = str(lib["filepath"])
             if path in targets and lib["num_threads"] != targets[path]:
-                if controller is None:
-                    controller = threadpoolctl.ThreadpoolController()
                 controller.select(filepath=path).limit(limits=targets[path])

@@ -17,17 +17,23 @@ from collections.abc import Callable
 from contextvars import ContextVar, Token
 from typing import Any
 
+from ._presets_libs import differs
+
 __all__ = [
+    "DECIMAL_DEFAULTS",
     "Marker",
-    "get_path",
     "locate",
     "make_callback",
+    "read_context_var",
     "read_decimal_context",
     "read_environ",
     "read_logging_levels",
+    "read_patch",
+    "set_context_var",
     "set_decimal_context",
     "set_environ",
     "set_logging_levels",
+    "set_patch",
     "split_target",
 ]
 
@@ -278,7 +284,7 @@ def set_context_var(module_name: str, attr: str, value: Any) -> None:
         return
     if tokens:
         old = tokens[-1].old_value
-        if old is not Token.MISSING and (old is value or not _differs(old, value)):
+        if old is not Token.MISSING and (old is value or not differs(old, value)):
             # Putting back the value that our last set() replaced: reset, so the tokens
             # do not pile up.
             try:
@@ -291,12 +297,6 @@ def set_context_var(module_name: str, attr: str, value: Any) -> None:
     tokens.append(var.set(value))
     if len(tokens) > _MAX_TOKENS:
         del tokens[0]
-
-
-def _differs(a: Any, b: Any) -> bool:
-    from ._presets_libs import differs
-
-    return differs(a, b)
 
 
 # -- run-time patches --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import types
 import uuid
 import weakref
 from collections import OrderedDict
@@ -45,6 +46,7 @@ class Snapshot:
 
     __slots__ = (
         "__weakref__",
+        "_data",
         "_live_filters",
         "_lock",
         "_ref",
@@ -72,6 +74,7 @@ class Snapshot:
         self.stdlib_pickle = stdlib_pickle
         self._lock = threading.Lock()
         self._ref: tuple[Any, ...] | None = None
+        self._data: bytes | None = None
         self._live_filters: list[tuple[Any, ...]] | None = None
         # The last (func, StatefulCall) pair made for this snapshot; see _task.bind.
         self.calls: tuple[Any, Any] = (None, None)
@@ -93,7 +96,9 @@ class Snapshot:
             return ref
         with self._lock:
             if self._ref is None:
-                data = self._dumps()
+                data = self._data
+                if data is None:
+                    data = self._data = self._dumps()
                 if self.local_workers and len(data) > FILE_THRESHOLD:
                     self._ref = ("file", _write_payload(self, data))
                 else:
@@ -308,15 +313,23 @@ def capture(
     filters = _warnings.capture_filters()
     mode = (local_workers, stdlib_pickle)
     previous = _LAST.by_mode.get(mode)
-    if (
-        previous is not None
-        and previous.filters is filters
-        and _unchanged(previous.entries, entries)
-    ):
-        return previous
+    unchanged = (
+        _unchanged(previous.entries, entries)
+        if previous is not None and previous.filters is filters
+        else False
+    )
+    if unchanged is True:
+        return previous  # type: ignore[return-value]
     snapshot = Snapshot(
         tuple(entries), filters, local_workers=local_workers, stdlib_pickle=stdlib_pickle
     )
+    if unchanged is None and previous is not None and previous._data is not None:
+        # A callback returned the very object it returned last time; it may have been
+        # changed in place, so only its pickle can tell. Reusing the previous snapshot when
+        # the pickles match spares the workers a reload.
+        data = snapshot._data = snapshot._dumps()
+        if data == previous._data:
+            return previous
     _LAST.by_mode[mode] = snapshot
     return snapshot
 
@@ -324,63 +337,97 @@ def capture(
 _IMMUTABLE_SCALARS = (type(None), bool, int, float, complex, str, bytes, range)
 
 
-def _unchanged(old: tuple[Entry, ...], new: list[Entry]) -> bool:
+def _unchanged(old: tuple[Entry, ...], new: list[Entry]) -> bool | None:
+    """True if a worker would see the same state, False if not, None if only a pickle can tell."""
     if len(old) != len(new):
         return False
+    verdict: bool | None = True
     for (o_name, o_value, o_setter, o_cb), (n_name, n_value, n_setter, n_cb) in zip(
-        old, new, strict=False
+        old, new, strict=True
     ):
         if o_name != n_name or o_cb is not n_cb or not _same_function(o_setter, n_setter):
             return False
-        if not _strictly_equal(o_value, n_value):
+        same = _strictly_equal(o_value, n_value)
+        if same is False:
             return False
-    return True
+        if same is None:
+            verdict = None
+    return verdict
 
 
 def _same_function(a: Any, b: Any) -> bool:
-    # Nested setters are new function objects on every call; the same code with the same
-    # closure contents behaves the same.
+    """Whether two setters behave the same: the same object, or the same code over the same
+    objects (a nested setter is a new function object on every capture)."""
     if a is b:
         return True
-    code_a, code_b = getattr(a, "__code__", None), getattr(b, "__code__", None)
-    if code_a is None or code_a is not code_b:
+    if type(a) is not type(b):
         return False
-    cells_a, cells_b = a.__closure__ or (), b.__closure__ or ()
+    if isinstance(a, types.MethodType):
+        return a.__self__ is b.__self__ and a.__func__ is b.__func__
+    if not isinstance(a, types.FunctionType) or a.__code__ is not b.__code__:
+        return False
+    if a.__globals__ is not b.__globals__:
+        return False
     try:
-        return (
-            len(cells_a) == len(cells_b)
-            and all(
-                x.cell_contents is y.cell_contents for x, y in zip(cells_a, cells_b, strict=False)
-            )
-            and a.__defaults__ == b.__defaults__
-        )
-    except ValueError:
+        cells_a = tuple(cell.cell_contents for cell in a.__closure__ or ())
+        cells_b = tuple(cell.cell_contents for cell in b.__closure__ or ())
+    except ValueError:  # an empty cell
         return False
+    return (
+        _same_objects(cells_a, cells_b)
+        and _same_objects(a.__defaults__ or (), b.__defaults__ or ())
+        and _same_objects(*_kwdefaults(a, b))
+    )
 
 
-def _strictly_equal(a: Any, b: Any, depth: int = 0) -> bool:
-    """Equal values of exactly the same types, so their pickles would be interchangeable."""
+def _kwdefaults(a: types.FunctionType, b: types.FunctionType) -> tuple[tuple[Any, ...], ...]:
+    kw_a, kw_b = a.__kwdefaults__ or {}, b.__kwdefaults__ or {}
+    if kw_a.keys() != kw_b.keys():
+        return (None,), (False,)  # compares as different
+    return tuple(kw_a.values()), tuple(kw_b[key] for key in kw_a)
+
+
+def _same_objects(xs: tuple[Any, ...], ys: tuple[Any, ...]) -> bool:
+    return len(xs) == len(ys) and all(x is y for x, y in zip(xs, ys, strict=True))
+
+
+def _strictly_equal(a: Any, b: Any, depth: int = 0) -> bool | None:
+    """Equal values of exactly the same types, so their pickles would be interchangeable.
+
+    None when that cannot be told by looking: the same mutable object (it may have been
+    changed in place since it was pickled) or an object of arbitrary type.
+    """
     if type(a) is not type(b) or depth > 6:
         return False
     if isinstance(a, _IMMUTABLE_SCALARS):
         if a is b:
             return True
         return a == b if not isinstance(a, float) else a == b or (a != a and b != b)
-    if isinstance(a, (tuple, list)):
-        return len(a) == len(b) and all(
-            _strictly_equal(x, y, depth + 1) for x, y in zip(a, b, strict=False)
-        )
-    if isinstance(a, dict):
-        return (
-            len(a) == len(b)
-            and all(type(k) in _IMMUTABLE_SCALARS for k in a)
-            and all(k in b and _strictly_equal(v, b[k], depth + 1) for k, v in a.items())
-            and list(a) == list(b)
-        )
-    if isinstance(a, type) or callable(a):
+    if isinstance(a, type) or (callable(a) and not isinstance(a, (list, dict))):
         return a is b
-    # Arbitrary objects may be mutated in place without any visible change; re-pickle them.
-    return False
+    if isinstance(a, (list, dict)) and a is b:
+        return None
+    if isinstance(a, (tuple, list)):
+        if len(a) != len(b):
+            return False
+        return _all_equal(_strictly_equal(x, y, depth + 1) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        if len(a) != len(b) or list(a) != list(b):
+            return False
+        if not all(type(k) in _IMMUTABLE_SCALARS for k in a):
+            return None
+        return _all_equal(_strictly_equal(v, b[k], depth + 1) for k, v in a.items())
+    return None
+
+
+def _all_equal(verdicts: Any) -> bool | None:
+    result: bool | None = True
+    for verdict in verdicts:
+        if verdict is False:
+            return False
+        if verdict is None:
+            result = None
+    return result
 
 
 def _explain_pickling(entries: tuple[Entry, ...], exc: Exception) -> StatePicklingError:

@@ -61,13 +61,20 @@ Settings = dict[str, Any]
 
 
 def sklearn_config() -> tuple[Settings, Callable[[Settings], None]]:
-    """scikit-learn's configuration (``sklearn.set_config``), changed from its defaults.
+    """The scikit-learn configuration (``sklearn.set_config``) changed from its defaults.
 
     The value is the dict of ``sklearn.get_config()`` items that differ from the defaults,
     ``{}`` when scikit-learn is not imported. scikit-learn keeps its configuration per
     thread: the value is read on the thread that calls ``Parallel``, and installed on the
     thread that runs each task, so it is also right with the threading backend. The
     defaults are the configuration that a new thread starts with.
+
+    Returns
+    -------
+    value : dict
+        Changed ``sklearn.get_config()`` items.
+    setter : callable
+        Makes the calling thread's config the defaults updated with a value.
 
     Examples
     --------
@@ -85,10 +92,17 @@ def sklearn_config() -> tuple[Settings, Callable[[Settings], None]]:
 
 
 def pandas_options() -> tuple[Settings, Callable[[Settings], None]]:
-    """pandas options that differ from their defaults, e.g. ``display.max_rows``.
+    """The pandas options that differ from their defaults, e.g. ``display.max_rows``.
 
     The value maps option names to values, ``{}`` when pandas is not imported; in the worker
     every other option is at its default during the task.
+
+    Returns
+    -------
+    value : dict
+        Changed options, by full name.
+    setter : callable
+        Sets the options of a value and resets every other option to its default.
 
     Notes
     -----
@@ -128,6 +142,13 @@ def numpy_errstate() -> tuple[Settings, Callable[[Settings], None]]:
     callback of ``np.seterrcall`` is not carried. NumPy keeps this state per thread (per
     context since NumPy 2), which the threading backend respects.
 
+    Returns
+    -------
+    value : dict
+        Changed ``np.geterr()`` items.
+    setter : callable
+        Installs a value, the other items at their defaults, on the calling thread.
+
     Examples
     --------
     >>> import numpy as np
@@ -151,6 +172,13 @@ def numpy_printoptions() -> tuple[Settings, Callable[[Settings], None]]:
     be a lambda. NumPy 2 keeps print options per context, which the threading backend
     respects.
 
+    Returns
+    -------
+    value : dict
+        Changed ``np.get_printoptions()`` items.
+    setter : callable
+        Installs a value, the other options at their defaults, in the current context.
+
     Examples
     --------
     >>> import numpy as np
@@ -170,10 +198,19 @@ def threadpool_limits() -> tuple[dict[str, int], Callable[[dict[str, int]], None
 
     The value maps a ``user_api`` (``"blas"``, ``"openmp"``) to the lowest thread count of
     its libraries, for the APIs whose libraries run below their default count; ``{}`` when
-    threadpoolctl is not imported or nothing is limited. A library's default count comes
-    from its environment variable (``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``, ...), else
-    ``OMP_NUM_THREADS``, else the number of usable CPUs. The worker applies it with
-    ``threadpoolctl.threadpool_limits(limits=..., user_api=...)``.
+    threadpoolctl is not imported or nothing is limited. A library's default count is the
+    count from its environment variable (``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``...),
+    else from ``OMP_NUM_THREADS``, else the number of usable CPUs; or the highest count that
+    the preset has seen for the library in the process, if higher. The worker applies the
+    value as ``threadpoolctl.threadpool_limits(limits=..., user_api=...)`` does, through a
+    ``ThreadpoolController`` that it keeps until the next import.
+
+    Returns
+    -------
+    value : dict
+        The lowest thread count per limited ``user_api``.
+    setter : callable
+        Caps each API at a value's count and at its default; unlimits the others.
 
     Notes
     -----
@@ -210,6 +247,13 @@ def logging_levels() -> tuple[dict[str, int], Callable[[dict[str, int]], None]]:
     whose level a library set when the worker imported it, and put back after the task.
     Handlers, filters, ``propagate`` and ``logging.disable`` are not carried.
 
+    Returns
+    -------
+    value : dict
+        Levels by logger name, ``"root"`` for the root logger.
+    setter : callable
+        Gives the loggers exactly a value's levels, ``NOTSET`` to the others.
+
     Examples
     --------
     >>> import logging
@@ -231,6 +275,13 @@ def decimal_context() -> tuple[Settings, Callable[[Settings], None]]:
     Python's default context. The worker changes its current context in place. The
     ``flags``, which record what happened in past operations, are not carried. The decimal
     context is per thread, which the threading backend respects.
+
+    Returns
+    -------
+    value : dict
+        Changed settings of ``decimal.getcontext()``.
+    setter : callable
+        Changes the current context in place to a value, the rest at the defaults.
 
     Examples
     --------
@@ -434,6 +485,17 @@ def register(*callbacks: Callback) -> tuple[str, ...]:
     All or nothing: if one cannot be registered (e.g. its name is taken), the ones
     registered before it are removed again and the error is raised.
 
+    Parameters
+    ----------
+    *callbacks : callable
+        Presets, or any parallel callbacks.
+
+    Returns
+    -------
+    tuple of str
+        The registration names, in order; remove them with
+        :func:`workerstate.parallel.remove_global_parallel_callback`.
+
     Examples
     --------
     >>> from workerstate import parallel, presets
@@ -460,6 +522,16 @@ def register(*callbacks: Callback) -> tuple[str, ...]:
 @contextlib.contextmanager
 def registered(*callbacks: Callback) -> Iterator[tuple[str, ...]]:
     """Register callbacks for the duration of a ``with`` block; yields their names.
+
+    Parameters
+    ----------
+    *callbacks : callable
+        Presets, or any parallel callbacks, registered as by :func:`register`.
+
+    Yields
+    ------
+    tuple of str
+        The registration names, removed again when the block ends.
 
     Examples
     --------
