@@ -8,6 +8,7 @@ from typing import Any
 import joblib
 
 from ._backend import rebind
+from ._roundtrip import reissue_from, unwrap, unwrapping
 from ._snapshot import Snapshot
 from ._task import BINDING, capture_for
 
@@ -67,13 +68,20 @@ class Parallel(joblib.Parallel):  # type: ignore[misc]
 
     def __call__(self, iterable: Iterable[Any]) -> Any:
         backend = getattr(self, "_backend", None)
-        snapshot = capture_for(backend)
+        snapshot = capture_for(backend, collect=True)
         if not getattr(backend, "uses_threads", False) and self._needs_pickling():
             snapshot.payload_ref()  # raises StatePicklingError here rather than in a queue thread
         tasks: Iterable[Any] = _BoundTasks(iterable, snapshot)
         if not hasattr(iterable, "__len__"):
             tasks = iter(tasks)
-        return super().__call__(tasks)
+        try:
+            output = super().__call__(tasks)
+        except BaseException as exc:
+            reissue_from(exc)
+            raise
+        if self.return_generator:
+            return unwrapping(output)
+        return [unwrap(result) for result in output]
 
     def _needs_pickling(self) -> bool:
         try:

@@ -12,13 +12,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["Callback", "CallbackRegistry", "default_registry"]
+__all__ = [
+    "Callback",
+    "CallbackRegistry",
+    "SideChannel",
+    "default_name",
+    "default_registry",
+    "side_channels",
+]
 
 #: A callback returns ``(value, setter)``; ``setter(value)`` replays the state.
 Callback = Callable[[], "tuple[Any, Callable[[Any], Any]]"]
 
 
-def _default_name(callback: Callable[..., Any]) -> str:
+def default_name(callback: Callable[..., Any]) -> str:
     module = getattr(callback, "__module__", None)
     qualname = getattr(callback, "__qualname__", None)
     if isinstance(module, str) and isinstance(qualname, str) and "<lambda>" not in qualname:
@@ -49,7 +56,14 @@ class CallbackRegistry:
     ()
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        kind: str = "parallel callback",
+        api: str = "global_parallel_callback",
+        expects: str = "a callable that returns (value, setter)",
+    ) -> None:
+        # Words for error messages, so each registry names its own API.
+        self._kind, self._api, self._expects = kind, api, expects
         self._lock = threading.Lock()
         self._items: tuple[tuple[str, Callback], ...] = ()
         # Incremented on every change; lets captures cache work per registry state.
@@ -59,11 +73,11 @@ class CallbackRegistry:
         """Add ``callback`` under ``name`` (default: ``module.qualname``) and return the name."""
         if not callable(callback):
             raise TypeError(
-                f"register_global_parallel_callback() needs a callable that returns "
-                f"(value, setter); got {type(callback).__name__} {callback!r}."
+                f"register_{self._api}() needs {self._expects}; "
+                f"got {type(callback).__name__} {callback!r}."
             )
         if name is None:
-            name = _default_name(callback)
+            name = default_name(callback)
         elif not isinstance(name, str):
             raise TypeError(
                 f"The registration name must be a str; got {type(name).__name__} {name!r}."
@@ -73,8 +87,8 @@ class CallbackRegistry:
         with self._lock:
             if any(existing == name for existing, _ in self._items):
                 raise ValueError(
-                    f"A parallel callback named {name!r} is already registered. Remove it first "
-                    f"with remove_global_parallel_callback({name!r}) or pass another name=."
+                    f"A {self._kind} named {name!r} is already registered. Remove it first "
+                    f"with remove_{self._api}({name!r}) or pass another name=."
                 )
             self._items = (*self._items, (name, callback))
             self.version += 1
@@ -87,7 +101,7 @@ class CallbackRegistry:
             if len(items) == len(self._items):
                 known = ", ".join(repr(n) for n, _ in self._items) or "none"
                 raise KeyError(
-                    f"No parallel callback is registered under {name!r}; registered now: {known}."
+                    f"No {self._kind} is registered under {name!r}; registered now: {known}."
                 )
             self._items = items
             self.version += 1
@@ -121,3 +135,34 @@ class CallbackRegistry:
 
 
 default_registry = CallbackRegistry()
+
+
+class SideChannel:
+    """A registered round trip: ``capture`` in the parent, ``restore`` in the worker, ``merge``
+    back in the parent. Calling it captures."""
+
+    __slots__ = ("capture", "merge", "restore")
+
+    def __init__(
+        self,
+        capture: Callable[[], Any],
+        restore: Callable[[Any], Any],
+        merge: Callable[[Any], Any],
+    ) -> None:
+        for label, func in (("capture", capture), ("restore", restore), ("merge", merge)):
+            if not callable(func):
+                raise TypeError(
+                    f"register_parallel_side_channel() needs a callable {label}; "
+                    f"got {type(func).__name__} {func!r}."
+                )
+        self.capture, self.restore, self.merge = capture, restore, merge
+
+    def __call__(self) -> Any:
+        return self.capture()
+
+
+side_channels = CallbackRegistry(
+    kind="parallel side channel",
+    api="parallel_side_channel",
+    expects="capture, restore and merge callables",
+)

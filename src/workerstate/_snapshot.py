@@ -26,7 +26,7 @@ from typing import Any
 from . import _warnings
 from ._errors import CallbackError, SetterError, StatePicklingError
 from ._pickling import describe_failure, find_unpicklable
-from ._registry import CallbackRegistry, default_registry
+from ._registry import CallbackRegistry, default_registry, side_channels
 
 __all__ = ["Snapshot", "active_snapshot", "capture"]
 
@@ -40,8 +40,11 @@ _WORKER_CACHE_SIZE = 16
 class Snapshot:
     """The captured state of one ``Parallel`` call.
 
-    ``entries`` holds ``(name, value, setter, callback)`` for each registered callback and
-    ``filters`` the parent's warning filters in portable form.
+    ``entries`` holds ``(name, value, setter, callback)`` for each registered callback,
+    ``filters`` the parent's warning filters in portable form, and ``side`` holds
+    ``(name, captured, restore)`` for each active side channel. ``collect`` says whether the
+    caller merges what tasks send back (only :class:`workerstate.parallel.Parallel` does), and
+    ``pid`` is the capturing process, so a task can tell whether it runs elsewhere.
     """
 
     __slots__ = (
@@ -51,9 +54,12 @@ class Snapshot:
         "_lock",
         "_ref",
         "calls",
+        "collect",
         "entries",
         "filters",
         "local_workers",
+        "pid",
+        "side",
         "stdlib_pickle",
         "token",
     )
@@ -66,8 +72,14 @@ class Snapshot:
         token: str | None = None,
         local_workers: bool = False,
         stdlib_pickle: bool = False,
+        side: tuple[tuple[str, Any, Callable[[Any], Any]], ...] = (),
+        collect: bool = False,
+        pid: int | None = None,
     ) -> None:
         self.entries = entries
+        self.side = side
+        self.collect = collect
+        self.pid = os.getpid() if pid is None else pid
         self.filters = filters
         self.token = token or uuid.uuid4().hex
         self.local_workers = local_workers
@@ -109,12 +121,14 @@ class Snapshot:
         import cloudpickle
 
         values = tuple(value for _, value, _, _ in self.entries)
+        side_values = tuple(captured for _, captured, _ in self.side)
         try:
             # The functions travel inside each batch (see __reduce__); checking them here
             # reports an unpicklable setter in the parent rather than in a queue thread.
             cloudpickle.dumps(tuple((setter, callback) for _, _, setter, callback in self.entries))
+            cloudpickle.dumps(tuple(restore for _, _, restore in self.side))
             data: bytes = cloudpickle.dumps(
-                (values, self.filters), protocol=pickle.HIGHEST_PROTOCOL
+                (values, side_values, self.filters), protocol=pickle.HIGHEST_PROTOCOL
             )
         except Exception as exc:
             raise _explain_pickling(self.entries, exc) from exc
@@ -125,11 +139,14 @@ class Snapshot:
         # callbacks go inside the batch, pickled by the backend's own pickler, so a function
         # from a __main__ script shares its globals with the task functions of the batch
         # (cloudpickle) or is found by name in the worker's __main__ (multiprocessing).
+        stdlib = self.stdlib_pickle
         functions = tuple(
-            (name, _for_pickler(setter, self.stdlib_pickle), _for_pickler(cb, self.stdlib_pickle))
+            (name, _for_pickler(setter, stdlib), _for_pickler(cb, stdlib))
             for name, _, setter, cb in self.entries
         )
-        return _load_snapshot, (self.token, self.payload_ref(), functions, self.local_workers)
+        restores = tuple((name, _for_pickler(restore, stdlib)) for name, _, restore in self.side)
+        flags = (self.local_workers, self.collect, self.pid)
+        return _load_snapshot, (self.token, self.payload_ref(), functions, restores, flags)
 
     # -- the worker side ---------------------------------------------------------------------
     def live_filters(self) -> list[tuple[Any, ...]]:
@@ -272,7 +289,7 @@ def active_snapshot() -> Snapshot | None:
 
 class _LastCapture(threading.local):
     def __init__(self) -> None:
-        self.by_mode: dict[tuple[bool, bool], Snapshot] = {}
+        self.by_mode: dict[tuple[bool, bool, bool], Snapshot] = {}
 
 
 _LAST = _LastCapture()
@@ -283,6 +300,7 @@ def capture(
     *,
     local_workers: bool = False,
     stdlib_pickle: bool = False,
+    collect: bool = False,
 ) -> Snapshot:
     """Call every registered callback on this thread and return the snapshot of their state.
 
@@ -310,18 +328,24 @@ def capture(
             ) from exc
         value, setter = _check_pair(name, result)
         entries.append((name, value, setter, callback))
+    side = _capture_side_channels()
     filters = _warnings.capture_filters()
-    mode = (local_workers, stdlib_pickle)
+    mode = (local_workers, stdlib_pickle, collect)
     previous = _LAST.by_mode.get(mode)
     unchanged = (
         _unchanged(previous.entries, entries)
-        if previous is not None and previous.filters is filters
+        if previous is not None and previous.filters is filters and not side
         else False
     )
     if unchanged is True:
         return previous  # type: ignore[return-value]
     snapshot = Snapshot(
-        tuple(entries), filters, local_workers=local_workers, stdlib_pickle=stdlib_pickle
+        tuple(entries),
+        filters,
+        local_workers=local_workers,
+        stdlib_pickle=stdlib_pickle,
+        side=side,
+        collect=collect,
     )
     if unchanged is None and previous is not None and previous._data is not None:
         # A callback returned the very object it returned last time; it may have been
@@ -332,6 +356,22 @@ def capture(
             return previous
     _LAST.by_mode[mode] = snapshot
     return snapshot
+
+
+def _capture_side_channels() -> tuple[tuple[str, Any, Callable[[Any], Any]], ...]:
+    side = []
+    for name, channel in side_channels.items():
+        try:
+            captured = channel()
+        except Exception as exc:
+            raise CallbackError(
+                f"The capture of parallel side channel {name!r} raised {type(exc).__name__}: "
+                f"{exc} in the parent; no task was sent. Fix it or remove it with "
+                f"remove_parallel_side_channel({name!r})."
+            ) from exc
+        if captured is not None:  # None switches the channel off for this call
+            side.append((name, captured, channel.restore))  # type: ignore[attr-defined]
+    return tuple(side)
 
 
 _IMMUTABLE_SCALARS = (type(None), bool, int, float, complex, str, bytes, range)
@@ -505,7 +545,8 @@ def _load_snapshot(
     token: str,
     ref: tuple[Any, ...],
     functions: tuple[tuple[str, Any, Any], ...],
-    local_workers: bool = False,
+    restores: tuple[tuple[str, Any], ...],
+    flags: tuple[bool, bool, int],
 ) -> Snapshot:
     """Unpickling side of :meth:`Snapshot.__reduce__`; the values are cached per process."""
     with _worker_cache_lock:
@@ -517,19 +558,32 @@ def _load_snapshot(
         if kind == "file":
             with open(data, "rb") as handle:
                 data = handle.read()
-        values, filters = pickle.loads(data)
-        cached = [values, filters, None]
+        values, side_values, filters = pickle.loads(data)
+        cached = [values, side_values, filters, None]
         with _worker_cache_lock:
             _worker_cache[token] = cached
             while len(_worker_cache) > _WORKER_CACHE_SIZE:
                 _worker_cache.popitem(last=False)
-    values, filters, live = cached
+    values, side_values, filters, live = cached
     entries = tuple(
         (name, value, setter, callback)
         for (name, setter, callback), value in zip(functions, values, strict=True)
     )
-    snapshot = Snapshot(entries, filters, token=token, local_workers=local_workers)
+    side = tuple(
+        (name, captured, restore)
+        for (name, restore), captured in zip(restores, side_values, strict=True)
+    )
+    local_workers, collect, pid = flags
+    snapshot = Snapshot(
+        entries,
+        filters,
+        token=token,
+        local_workers=local_workers,
+        side=side,
+        collect=collect,
+        pid=pid,
+    )
     if live is None:
-        live = cached[2] = _warnings.live_filters(filters)
+        live = cached[3] = _warnings.live_filters(filters)
     snapshot._live_filters = live
     return snapshot

@@ -19,6 +19,7 @@ import joblib
 from joblib import _parallel_backends
 from joblib import parallel as joblib_parallel
 
+from ._roundtrip import Gathering
 from ._snapshot import Snapshot, capture
 
 __all__ = ["BINDING", "DelayedFunction", "StatefulCall", "bind", "delayed", "snapshot_for_new_task"]
@@ -66,13 +67,18 @@ class StatefulCall:
     (threads, dask, ray, the parent) each task installs and restores the state itself.
     """
 
-    __slots__ = ("_undo", "batch", "func", "snapshot")
+    __slots__ = ("_undo", "batch", "func", "snapshot", "target")
 
     def __init__(self, func: Callable[..., Any], snapshot: Snapshot, batch: bool = False) -> None:
         self.func = func
         self.snapshot = snapshot
         self.batch = batch
         self._undo: list[Any] | None = None
+        # What runs under the installed state: the function itself, or the function with
+        # the round trip around it (side channels; gathering for workerstate's Parallel).
+        self.target: Callable[..., Any] = (
+            Gathering(func, snapshot) if snapshot.collect or snapshot.side else func
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         snapshot = self.snapshot
@@ -96,14 +102,14 @@ class StatefulCall:
                     self._release()
                     raise
             try:
-                return self.func(*args, **kwargs)
+                return self.target(*args, **kwargs)
             except BaseException:
                 # joblib stops the batch at the first error: restore now, not at release.
                 self._release()
                 raise
         undo = snapshot.enter()
         try:
-            return self.func(*args, **kwargs)
+            return self.target(*args, **kwargs)
         finally:
             snapshot.exit(undo)
 
@@ -158,7 +164,7 @@ def bind(snapshot: Snapshot, func: Callable[..., Any]) -> StatefulCall:
     return call
 
 
-def capture_for(backend: Any) -> Snapshot:
+def capture_for(backend: Any, collect: bool = False) -> Snapshot:
     """Capture the state for a call on ``backend``, shaped for how its workers get tasks.
 
     loky and multiprocessing run single-threaded worker processes on this machine (so the
@@ -168,6 +174,7 @@ def capture_for(backend: Any) -> Snapshot:
     return capture(
         local_workers=isinstance(backend, _LOCAL_BACKENDS),
         stdlib_pickle=_MULTIPROCESSING is not None and isinstance(backend, _MULTIPROCESSING),
+        collect=collect,
     )
 
 

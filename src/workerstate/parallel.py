@@ -28,14 +28,15 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 from ._backend import WorkerStateBackend, register_backend
 from ._errors import CallbackError, SetterError, StatePicklingError, WorkerStateError
 from ._parallel import Parallel
 from ._pool import fresh_pool
-from ._registry import Callback, default_registry
+from ._registry import Callback, SideChannel, default_name, default_registry, side_channels
 from ._task import delayed
 
 __all__ = [
@@ -49,8 +50,10 @@ __all__ = [
     "fresh_pool",
     "global_parallel_callback",
     "register_global_parallel_callback",
+    "register_parallel_side_channel",
     "registered_callbacks",
     "remove_global_parallel_callback",
+    "remove_parallel_side_channel",
 ]
 
 
@@ -147,3 +150,84 @@ def registered_callbacks() -> tuple[str, ...]:
     ()
     """
     return default_registry.names()
+
+
+def register_parallel_side_channel(
+    capture: Callable[[], Any],
+    restore: Callable[[Any], AbstractContextManager[Callable[[], Any]]],
+    merge: Callable[[Any], Any],
+    name: str | None = None,
+) -> str:
+    """Register state that travels to the workers and back: capture, restore, collect, merge.
+
+    ``capture()`` runs in the parent when a call's state is captured; ``None`` switches the
+    channel off for that call. In the worker, ``restore(captured)`` must return a context
+    manager that is entered around each task and yields a zero-argument collector; after a
+    task that returns, the collector's result travels back and ``merge(data)`` receives it
+    in the parent as :class:`Parallel` hands out that task's result.
+
+    The names and the meaning of the three functions are those of ``tpcp.parallel``'s side
+    channels. Two differences: the capture runs once per ``Parallel`` call on the calling
+    thread (tpcp captures once per task), and with a plain :class:`joblib.Parallel` the
+    context is entered in the worker but nothing is collected or merged, as in tpcp.
+
+    Parameters
+    ----------
+    capture : callable
+        ``capture() -> captured or None``, called in the parent.
+    restore : callable
+        ``restore(captured) -> context manager yielding collect``, called in the worker.
+    merge : callable
+        ``merge(data)``, called in the parent with what ``collect()`` returned.
+    name : str, optional
+        The registration name; defaults to ``capture``'s ``module.qualname``.
+
+    Returns
+    -------
+    str
+        The registration name, for :func:`remove_parallel_side_channel`.
+
+    Raises
+    ------
+    TypeError
+        If one of the three functions is not callable, or ``name`` is not a string.
+    ValueError
+        If a side channel is already registered under ``name``.
+
+    Notes
+    -----
+    Data from a task that raises is not collected; the exception propagates unchanged. The
+    warnings and log records that such a task emitted before raising do reach the parent.
+
+    Examples
+    --------
+    Count the tasks that ran, across processes:
+
+    >>> from contextlib import contextmanager
+    >>> from workerstate import parallel
+    >>> totals = {"tasks": 0}
+    >>> @contextmanager
+    ... def count_tasks(start):
+    ...     yield lambda: 1
+    >>> def merge(count):
+    ...     totals["tasks"] += count
+    >>> name = parallel.register_parallel_side_channel(lambda: 0, count_tasks, merge, "count")
+    >>> parallel.Parallel(n_jobs=2, backend="threading")(parallel.delayed(abs)(i) for i in range(5))
+    [0, 1, 2, 3, 4]
+    >>> totals["tasks"]
+    5
+    >>> parallel.remove_parallel_side_channel("count")
+    """
+    channel = SideChannel(capture, restore, merge)
+    return side_channels.register(channel, default_name(capture) if name is None else name)
+
+
+def remove_parallel_side_channel(name: str) -> None:
+    """Remove the side channel registered under ``name``.
+
+    Raises
+    ------
+    KeyError
+        If no side channel is registered under ``name``.
+    """
+    side_channels.remove(name)
