@@ -62,6 +62,13 @@ class _Gatherer:
         self.warnings: list[tuple[str, type, str, int, str | None]] = []
         self.records: list[logging.LogRecord] = []
 
+    def take(self) -> tuple[list[Any], list[Any]]:
+        """What was gathered since the last take; the gatherer starts empty again."""
+        taken = self.warnings, self.records
+        if taken[0] or taken[1]:
+            self.warnings, self.records = [], []
+        return taken
+
 
 # -- worker-side hooks, installed once per worker process -----------------------------------
 _module_names: dict[str, str] = {}
@@ -169,60 +176,79 @@ class _SkipGathered(logging.Filter):
 
 
 class Gathering:
-    """The callable a worker runs for a task of a collecting call."""
+    """The callable a worker runs for a task of a collecting call (or with side channels)."""
 
-    __slots__ = ("func", "snapshot")
+    __slots__ = ("_gatherer", "func", "snapshot")
 
     def __init__(self, func: Callable[..., Any], snapshot: Any) -> None:
         self.func = func
         self.snapshot = snapshot
+        # None until the first task: then a gatherer when this is another process than the
+        # parent's and the parent merges, else False. One per batch, reused by its tasks.
+        self._gatherer: _Gatherer | bool | None = None
+
+    def _setup(self) -> _Gatherer | bool:
+        snapshot = self.snapshot
+        if snapshot.collect and snapshot.pid != os.getpid():
+            _install_hooks()
+            self._gatherer = _Gatherer()
+        else:
+            self._gatherer = False
+        return self._gatherer
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        snapshot = self.snapshot
-        collect = snapshot.collect
-        remote = collect and snapshot.pid != os.getpid()
-        if not remote and not snapshot.side:
+        gatherer = self._gatherer
+        if gatherer is None:
+            gatherer = self._setup()
+        if self.snapshot.side:
+            return self._with_side_channels(
+                args, kwargs, gatherer if isinstance(gatherer, _Gatherer) else None
+            )
+        if gatherer is False:
             return self.func(*args, **kwargs)
-        gatherer = None
-        if remote:
-            _install_hooks()
-            gatherer = _Gatherer()
-        outer = _CURRENT.gathering
-        _CURRENT.gathering = gatherer
-        side: list[Any] = []
+        current = _CURRENT
+        outer = current.gathering
+        current.gathering = gatherer  # type: ignore[assignment]
         try:
-            if snapshot.side:
-                result, side = self._with_side_channels(args, kwargs, gatherer)
-            else:
+            result = self.func(*args, **kwargs)
+        except BaseException as exc:
+            _attach(exc, gatherer)  # type: ignore[arg-type]
+            raise
+        finally:
+            current.gathering = outer
+        if gatherer.warnings or gatherer.records:  # type: ignore[union-attr]
+            gathered_warnings, records = gatherer.take()  # type: ignore[union-attr]
+            return Envelope(result, gathered_warnings, records, [])
+        return result
+
+    def _with_side_channels(self, args: Any, kwargs: Any, gatherer: _Gatherer | None) -> Any:
+        current = _CURRENT
+        outer = current.gathering
+        current.gathering = gatherer
+        try:
+            with ExitStack() as stack:
+                # Side channels are entered for every task; their data is collected only
+                # when the caller merges it (tpcp does the same).
+                collectors = [
+                    (name, stack.enter_context(restore(captured)))
+                    for name, captured, restore in self.snapshot.side
+                ]
                 try:
                     result = self.func(*args, **kwargs)
                 except BaseException as exc:
                     _attach(exc, gatherer)
                     raise
+                side = (
+                    [(name, collect()) for name, collect in collectors]
+                    if self.snapshot.collect
+                    else []
+                )
         finally:
-            _CURRENT.gathering = outer
-        if gatherer is None or not (gatherer.warnings or gatherer.records or side):
-            return Envelope(result, [], [], side) if side else result
-        return Envelope(result, gatherer.warnings, gatherer.records, side)
-
-    def _with_side_channels(
-        self, args: Any, kwargs: Any, gatherer: _Gatherer | None
-    ) -> tuple[Any, list[Any]]:
-        with ExitStack() as stack:
-            # Side channels are entered for every task; their data is collected only when
-            # the caller merges it (tpcp does the same).
-            collectors = [
-                (name, stack.enter_context(restore(captured)))
-                for name, captured, restore in self.snapshot.side
-            ]
-            try:
-                result = self.func(*args, **kwargs)
-            except BaseException as exc:
-                _attach(exc, gatherer)
-                raise
-            if not self.snapshot.collect:
-                return result, []
-            return result, [(name, collect()) for name, collect in collectors]
+            current.gathering = outer
+        gathered_warnings, records = gatherer.take() if gatherer is not None else ([], [])
+        if gathered_warnings or records or side:
+            return Envelope(result, gathered_warnings, records, side)
+        return result
 
 
 def _attach(exc: BaseException, gatherer: _Gatherer | None) -> None:
@@ -230,9 +256,10 @@ def _attach(exc: BaseException, gatherer: _Gatherer | None) -> None:
     # and is taken off again in the parent.
     if gatherer is None or not (gatherer.warnings or gatherer.records):
         return
+    gathered = gatherer.take()
     # An exception type without __dict__ cannot carry them; its warnings are lost.
     with contextlib.suppress(AttributeError, TypeError):
-        setattr(exc, _ATTRIBUTE, (gatherer.warnings, gatherer.records))
+        setattr(exc, _ATTRIBUTE, gathered)
 
 
 # -- the parent side -----------------------------------------------------------------------------
