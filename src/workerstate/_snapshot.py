@@ -52,6 +52,7 @@ class Snapshot:
         "_data",
         "_live_filters",
         "_lock",
+        "_pending",
         "_ref",
         "calls",
         "collect",
@@ -59,6 +60,7 @@ class Snapshot:
         "filters",
         "local_workers",
         "pid",
+        "remote",
         "side",
         "stdlib_pickle",
         "token",
@@ -75,8 +77,12 @@ class Snapshot:
         side: tuple[tuple[str, Any, Callable[[Any], Any]], ...] = (),
         collect: bool = False,
         pid: int | None = None,
+        remote: Any = None,
     ) -> None:
         self.entries = entries
+        # A dask distributed client when the workers are a dask cluster's: large payloads are
+        # published on its scheduler once, instead of travelling in every batch.
+        self.remote = remote
         self.side = side
         self.collect = collect
         self.pid = os.getpid() if pid is None else pid
@@ -88,6 +94,8 @@ class Snapshot:
         self._ref: tuple[Any, ...] | None = None
         self._data: bytes | None = None
         self._live_filters: list[tuple[Any, ...]] | None = None
+        # The arguments of _load_snapshot while the payload is still to be fetched.
+        self._pending: tuple[Any, ...] | None = None
         # The last (func, StatefulCall) pair made for this snapshot; see _task.bind.
         self.calls: tuple[Any, Any] = (None, None)
 
@@ -113,6 +121,8 @@ class Snapshot:
                     data = self._data = self._dumps()
                 if self.local_workers and len(data) > FILE_THRESHOLD:
                     self._ref = ("file", _write_payload(self, data))
+                elif self.remote is not None and len(data) > FILE_THRESHOLD:
+                    self._ref = ("dask", _publish_dask(self, data))
                 else:
                     self._ref = ("inline", data)
             return self._ref
@@ -135,6 +145,8 @@ class Snapshot:
         return data
 
     def __reduce__(self) -> tuple[Any, ...]:
+        if self._pending is not None:  # passing through (dask's scheduler): as received
+            return _load_snapshot, self._pending
         # Values (possibly large) go once per snapshot as bytes or a file. Setters and
         # callbacks go inside the batch, pickled by the backend's own pickler, so a function
         # from a __main__ script shares its globals with the task functions of the batch
@@ -161,6 +173,8 @@ class Snapshot:
         A setter runs only when the worker does not already hold the value; in that case the
         undo re-reads the state after the task and restores it only if the task changed it.
         """
+        if self._pending is not None:
+            self._resolve()
         undo: list[Any] = [_warnings.install_filters(self.live_filters())]
         _ACTIVE.stack.append(self)
         try:
@@ -175,6 +189,15 @@ class Snapshot:
             self.exit(undo)
             raise
         return undo
+
+    def _resolve(self) -> None:
+        token, ref, functions, restores, _ = self._pending  # type: ignore[misc]
+        with _worker_cache_lock:
+            cached = _worker_cache.get(token)
+        _fill(
+            self, cached if cached is not None else _load_payload(token, ref), functions, restores
+        )
+        self._pending = None
 
     def refresh(self, undo: list[Any]) -> None:
         """Between two tasks under one :meth:`enter`: put back what the last task changed.
@@ -289,7 +312,7 @@ def active_snapshot() -> Snapshot | None:
 
 class _LastCapture(threading.local):
     def __init__(self) -> None:
-        self.by_mode: dict[tuple[bool, bool, bool], Snapshot] = {}
+        self.by_mode: dict[tuple[bool, bool, bool, int], Snapshot] = {}
 
 
 _LAST = _LastCapture()
@@ -301,6 +324,7 @@ def capture(
     local_workers: bool = False,
     stdlib_pickle: bool = False,
     collect: bool = False,
+    remote: Any = None,
 ) -> Snapshot:
     """Call every registered callback on this thread and return the snapshot of their state.
 
@@ -330,14 +354,14 @@ def capture(
         entries.append((name, value, setter, callback))
     side = _capture_side_channels()
     filters = _warnings.capture_filters()
-    mode = (local_workers, stdlib_pickle, collect)
+    mode = (local_workers, stdlib_pickle, collect, id(remote))
     previous = _LAST.by_mode.get(mode)
     unchanged = (
         _unchanged(previous.entries, entries)
         if previous is not None and previous.filters is filters and not side
         else False
     )
-    if unchanged is True:
+    if unchanged is True and previous.remote is remote:  # type: ignore[union-attr]
         return previous  # type: ignore[return-value]
     snapshot = Snapshot(
         tuple(entries),
@@ -346,6 +370,7 @@ def capture(
         stdlib_pickle=stdlib_pickle,
         side=side,
         collect=collect,
+        remote=remote,
     )
     if unchanged is None and previous is not None and previous._data is not None:
         # A callback returned the very object it returned last time; it may have been
@@ -507,6 +532,29 @@ def _write_payload(snapshot: Snapshot, data: bytes) -> str:
     return path
 
 
+def _publish_dask(snapshot: Snapshot, data: bytes) -> str:
+    # Stored once on the scheduler; each worker process fetches it once (see _load_snapshot).
+    name = f"workerstate-{snapshot.token}"
+    client = snapshot.remote
+    client.publish_dataset(**{name: data})
+    weakref.finalize(snapshot, _unpublish_dask, weakref.ref(client), name)
+    return name
+
+
+def _unpublish_dask(client_ref: Any, name: str) -> None:
+    client = client_ref()
+    if client is not None and client.status == "running":
+        with contextlib.suppress(Exception):  # the cluster may be gone already
+            client.unpublish_dataset(name)
+
+
+def _fetch_dask(name: str) -> bytes:
+    from distributed import get_client
+
+    data: bytes = get_client().get_dataset(name)
+    return data
+
+
 def _unlink(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
@@ -549,41 +597,56 @@ def _load_snapshot(
     flags: tuple[bool, bool, int],
 ) -> Snapshot:
     """Unpickling side of :meth:`Snapshot.__reduce__`; the values are cached per process."""
+    local_workers, collect, pid = flags
+    snapshot = Snapshot((), (), token=token, local_workers=local_workers, collect=collect, pid=pid)
     with _worker_cache_lock:
         cached = _worker_cache.get(token)
         if cached is not None:
             _worker_cache.move_to_end(token)
-    if cached is None:
-        kind, data = ref
-        if kind == "file":
-            with open(data, "rb") as handle:
-                data = handle.read()
-        values, side_values, filters = pickle.loads(data)
-        cached = [values, side_values, filters, None]
-        with _worker_cache_lock:
-            _worker_cache[token] = cached
-            while len(_worker_cache) > _WORKER_CACHE_SIZE:
-                _worker_cache.popitem(last=False)
+    if cached is None and ref[0] == "dask":
+        # dask's scheduler unpickles tasks too, and only a worker can fetch the payload:
+        # resolve on first use, in the worker (see Snapshot.enter).
+        snapshot._pending = (token, ref, functions, restores, flags)
+        snapshot._ref = ref
+        return snapshot
+    _fill(
+        snapshot, cached if cached is not None else _load_payload(token, ref), functions, restores
+    )
+    return snapshot
+
+
+def _load_payload(token: str, ref: tuple[Any, ...]) -> list[Any]:
+    kind, data = ref
+    if kind == "file":
+        with open(data, "rb") as handle:
+            data = handle.read()
+    elif kind == "dask":
+        data = _fetch_dask(data)
+    values, side_values, filters = pickle.loads(data)
+    cached = [values, side_values, filters, None]
+    with _worker_cache_lock:
+        _worker_cache[token] = cached
+        while len(_worker_cache) > _WORKER_CACHE_SIZE:
+            _worker_cache.popitem(last=False)
+    return cached
+
+
+def _fill(
+    snapshot: Snapshot,
+    cached: list[Any],
+    functions: tuple[tuple[str, Any, Any], ...],
+    restores: tuple[tuple[str, Any], ...],
+) -> None:
     values, side_values, filters, live = cached
-    entries = tuple(
+    snapshot.entries = tuple(
         (name, value, setter, callback)
         for (name, setter, callback), value in zip(functions, values, strict=True)
     )
-    side = tuple(
+    snapshot.side = tuple(
         (name, captured, restore)
         for (name, restore), captured in zip(restores, side_values, strict=True)
     )
-    local_workers, collect, pid = flags
-    snapshot = Snapshot(
-        entries,
-        filters,
-        token=token,
-        local_workers=local_workers,
-        side=side,
-        collect=collect,
-        pid=pid,
-    )
+    snapshot.filters = filters
     if live is None:
         live = cached[3] = _warnings.live_filters(filters)
     snapshot._live_filters = live
-    return snapshot

@@ -77,7 +77,9 @@ class StatefulCall:
         # What runs under the installed state: the function itself, or the function with
         # the round trip around it (side channels; gathering for workerstate's Parallel).
         self.target: Callable[..., Any] = (
-            Gathering(func, snapshot) if snapshot.collect or snapshot.side else func
+            Gathering(func, snapshot)
+            if snapshot.collect or snapshot.side or snapshot._pending is not None
+            else func
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -175,7 +177,13 @@ def capture_for(backend: Any, collect: bool = False) -> Snapshot:
         local_workers=isinstance(backend, _LOCAL_BACKENDS),
         stdlib_pickle=_MULTIPROCESSING is not None and isinstance(backend, _MULTIPROCESSING),
         collect=collect,
+        remote=getattr(backend, "client", None) if _is_dask(backend) else None,
     )
+
+
+def _is_dask(backend: Any) -> bool:
+    # joblib's dask backend lives in joblib._dask, imported only once dask is in use.
+    return any(cls.__name__ == "DaskDistributedBackend" for cls in type(backend).__mro__)
 
 
 class _Binding(threading.local):
