@@ -1,0 +1,680 @@
+"""Explain, in plain words, why something cannot go to a worker process, and what workers cost.
+
+Most failures of process pools are serialization failures, and their tracebacks say little
+more than "cannot pickle '_thread.lock' object". The functions here pickle an object the way
+the process backends do and report which part fails, which known trap it is, and the fix:
+
+- :func:`explain_pickling` checks any object (a value, a function, a task);
+- :func:`explain_pickling_error` turns the pickling error of a ``Parallel`` call into a
+  :class:`TaskPicklingError` that names the failing task and part;
+- :func:`worker_cost` measures how long a new worker takes to start and to import what the
+  tasks need;
+- :func:`doctor` runs the whole debugging checklist (``python -m workerstate doctor``).
+
+Importing this module is cheap: cloudpickle and joblib are imported when first needed.
+
+Examples
+--------
+>>> import threading
+>>> from workerstate.diagnose import explain_pickling
+>>> report = explain_pickling({"retries": 3, "lock": threading.Lock()}, name="config")
+>>> report.picklable, report.path, report.trap
+(False, "config['lock']", 'lock')
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import textwrap
+import time
+import types
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._errors import WorkerStateError
+from ._pickling import TRAPS, classify, find_unpicklable, is_patched_wrapper, module_of, type_name
+
+if TYPE_CHECKING:
+    from ._doctor import DoctorReport
+
+__all__ = [
+    "TRAPS",
+    "ModuleImport",
+    "PicklingReport",
+    "TaskPicklingError",
+    "WorkerCost",
+    "doctor",
+    "explain_pickling",
+    "explain_pickling_error",
+    "worker_cost",
+]
+
+Pickler = Literal["auto", "loky", "cloudpickle", "pickle"]
+
+_WIDTH = 92
+
+
+# -- pickling with a given pickler, to a byte counter ----------------------------------------
+class _Sink:
+    """A write-only file that counts bytes: checks do not keep a copy of a large pickle."""
+
+    __slots__ = ("size",)
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        n = memoryview(data).nbytes
+        self.size += n
+        return n
+
+
+def _std_dumps(obj: Any) -> int:
+    sink = _Sink()
+    pickle.Pickler(sink, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return sink.size
+
+
+def _cloud_dumps(obj: Any) -> int:
+    import cloudpickle
+
+    sink = _Sink()
+    cloudpickle.Pickler(sink, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return sink.size
+
+
+def _loky_dumps(obj: Any) -> int:
+    """loky's pickler: cloudpickle plus loky's reducers (sockets, for one)."""
+    from joblib.externals.loky.backend.reduction import get_loky_pickler
+
+    sink = _Sink()
+    get_loky_pickler()(sink, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return sink.size
+
+
+class _Fragile(pickle.PicklingError):
+    """Raised by the strict pickler at a part that pickles but will not behave the same."""
+
+    def __init__(self, trap: str) -> None:
+        super().__init__(f"{trap} reference")
+        self.trap = trap
+
+
+def _fragile_trap(obj: Any) -> str | None:
+    if isinstance(obj, (types.FunctionType, type)):
+        if getattr(obj, "__module__", None) == "__main__":
+            return "main_module"
+        if is_patched_wrapper(obj):
+            return "patched_wrapper"
+    return None
+
+
+_strict_pickler: type | None = None
+
+
+def _strict_dumps(obj: Any) -> int:
+    """cloudpickle, failing at references to ``__main__`` and at run-time wrappers."""
+    global _strict_pickler
+    if _strict_pickler is None:
+        import cloudpickle
+
+        class StrictPickler(cloudpickle.Pickler):  # type: ignore[misc]
+            def reducer_override(self, obj: Any) -> Any:
+                trap = _fragile_trap(obj)
+                if trap is not None:
+                    raise _Fragile(trap)
+                return super().reducer_override(obj)
+
+        _strict_pickler = StrictPickler
+    sink = _Sink()
+    _strict_pickler(sink, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return sink.size
+
+
+def _error_text(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+# -- the report ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PicklingReport:
+    """What :func:`explain_pickling` found out about one object.
+
+    Attributes
+    ----------
+    name : str
+        The name the paths start with.
+    picklable : bool
+        Whether cloudpickle can pickle it, as the loky and dask backends and workerstate's
+        snapshots do.
+    stdlib_picklable : bool
+        Whether the standard ``pickle`` can, as the multiprocessing backend does.
+    by_value : bool
+        It pickles, but only because cloudpickle sends (part of) it by value: a lambda, a
+        nested function, a class defined in a function or in ``__main__``.
+    path : str or None
+        The part the report is about: the first part that fails to pickle, or that pickles
+        only by value or in a fragile way. ``None`` when there is nothing to report.
+    type_name : str or None
+        The type of that part.
+    trap : str or None
+        Which known trap it is, a key of :data:`TRAPS` (``"lock"``, ``"lambda"``, ...).
+    advice : str or None
+        What to do about it.
+    error : str or None
+        The pickling error, e.g. ``"TypeError: cannot pickle '_thread.lock' object"``.
+    size : int or None
+        The size of the cloudpickle pickle in bytes, when it pickles.
+    """
+
+    name: str
+    picklable: bool
+    stdlib_picklable: bool
+    by_value: bool = False
+    path: str | None = None
+    type_name: str | None = None
+    trap: str | None = None
+    advice: str | None = None
+    error: str | None = None
+    size: int | None = None
+
+    @property
+    def fragile(self) -> bool:
+        """It pickles, but one of the known traps applies (see :attr:`trap`)."""
+        return self.picklable and self.trap is not None
+
+    def summary(self) -> str:
+        """The first line of the report."""
+        name = self.name
+        if not self.picklable:
+            return f"{name} cannot be pickled, so it cannot be sent to worker processes."
+        if self.trap is None and self.stdlib_picklable:
+            size = f" ({self.size} bytes)" if self.size is not None else ""
+            return f"{name} pickles{size}: every process backend can send it."
+        if not self.stdlib_picklable:
+            return (
+                f"{name} pickles only by value, with cloudpickle: the loky and dask backends "
+                f"can send it, the multiprocessing backend cannot."
+            )
+        if self.trap == "main_module":
+            return (
+                f"{name} pickles, but part of it exists only in __main__, so cloudpickle "
+                f"sends a copy of it by value."
+            )
+        return f"{name} pickles, but a worker may not get the same object."
+
+    def __str__(self) -> str:
+        lines = [self.summary()]
+        if self.path is None:
+            return lines[0]
+        rows = [("part", f"{self.path} ({self.type_name})")]
+        if self.error is not None:
+            rows.append(("error", self.error))
+        if self.trap is not None:
+            rows.append(("trap", TRAPS[self.trap][0]))
+        if self.advice is not None:
+            rows.append(("fix", self.advice))
+        for label, text in rows:
+            lines.append(
+                textwrap.fill(
+                    text,
+                    width=_WIDTH,
+                    initial_indent=f"  {label + ':':7}",
+                    subsequent_indent=" " * 9,
+                    break_on_hyphens=False,
+                    break_long_words=False,
+                )
+            )
+        return "\n".join(lines)
+
+
+def _advice(trap: str | None) -> str:
+    from ._pickling import _GENERIC_ADVICE
+
+    return _GENERIC_ADVICE if trap is None else TRAPS[trap][1]
+
+
+def _report(
+    name: str,
+    found: tuple[str, Any, BaseException],
+    *,
+    picklable: bool,
+    stdlib_picklable: bool,
+    by_value: bool,
+    trap: str | None = None,
+    size: int | None = None,
+) -> PicklingReport:
+    path, part, error = found
+    if trap is None:
+        trap = classify(part, error)
+    return PicklingReport(
+        name=name,
+        picklable=picklable,
+        stdlib_picklable=stdlib_picklable,
+        by_value=by_value,
+        path=path,
+        type_name=type_name(part),
+        trap=trap,
+        advice=_advice(trap),
+        error=None if isinstance(error, _Fragile) else _error_text(error),
+        size=size,
+    )
+
+
+def _try(dumps: Callable[[Any], int], obj: Any) -> tuple[int | None, BaseException | None]:
+    try:
+        return dumps(obj), None
+    except Exception as exc:
+        return None, exc
+
+
+def explain_pickling(obj: Any, name: str = "obj") -> PicklingReport:
+    """Pickle ``obj`` the way the process backends do, and say what fails and why.
+
+    ``obj`` is pickled with the standard ``pickle`` (the multiprocessing backend) and with
+    cloudpickle (loky, dask, and workerstate's state values). When it fails, the report gives
+    the path to the first part that fails (such as ``task.args[0].model._lock``), its type,
+    which known trap it is and the fix. When it pickles only by value (a lambda, a class
+    defined in a function) or only in a fragile way (a function from ``__main__``, a wrapper
+    monkey-patched over a module attribute), the report says so; otherwise it is clean.
+
+    Parameters
+    ----------
+    obj : object
+        What would be sent to a worker.
+    name : str
+        How to call ``obj`` in the paths and the text.
+
+    Returns
+    -------
+    PicklingReport
+        Print it for a readable account, or read its fields.
+
+    Examples
+    --------
+    >>> import threading
+    >>> class Model:
+    ...     def __init__(self):
+    ...         self._lock = threading.Lock()
+    >>> report = explain_pickling({"model": Model()}, name="state")
+    >>> print(report)  # doctest: +NORMALIZE_WHITESPACE
+    state cannot be pickled, so it cannot be sent to worker processes.
+      part:  state['model']._lock (_thread.lock)
+      error: TypeError: cannot pickle '_thread.lock' object
+      trap:  a lock or other synchronisation object
+      fix:   Locks and other synchronisation objects belong to one process; create a new one
+             in the setter (or in the task) instead of sending it.
+    >>> report = explain_pickling(lambda x: x + 1, name="func")
+    >>> report.picklable, report.stdlib_picklable, report.by_value, report.trap
+    (True, False, True, 'lambda')
+    >>> print(explain_pickling([1, 2.5, "three"]))  # doctest: +ELLIPSIS
+    obj pickles (... bytes): every process backend can send it.
+    """
+    size, cloud_error = _try(_cloud_dumps, obj)
+    _, std_error = _try(_std_dumps, obj)
+    if cloud_error is not None:
+        found = find_unpicklable(obj, _cloud_dumps, root=name)
+        return _report(
+            name,
+            found or (name, obj, cloud_error),
+            picklable=False,
+            stdlib_picklable=std_error is None,
+            by_value=False,
+        )
+    if std_error is not None:
+        found = find_unpicklable(obj, _std_dumps, root=name, by_value=False)
+        return _report(
+            name,
+            found or (name, obj, std_error),
+            picklable=True,
+            stdlib_picklable=False,
+            by_value=True,
+            size=size,
+        )
+    _, strict_error = _try(_strict_dumps, obj)
+    if isinstance(strict_error, _Fragile):
+        found = find_unpicklable(obj, _strict_dumps, root=name, by_value=False)
+        if found is not None and isinstance(found[2], _Fragile):
+            trap = found[2].trap
+            return _report(
+                name,
+                found,
+                picklable=True,
+                stdlib_picklable=True,
+                by_value=trap == "main_module",
+                trap=trap,
+                size=size,
+            )
+    return PicklingReport(name=name, picklable=True, stdlib_picklable=True, size=size)
+
+
+# -- errors of Parallel calls ----------------------------------------------------------------
+class TaskPicklingError(WorkerStateError, pickle.PicklingError):
+    """A task of a ``Parallel`` call cannot be sent to the worker processes.
+
+    The message names the task, the part of it that fails to pickle, the trap and the fix;
+    the error that joblib raised is chained as ``__cause__``. :attr:`report` holds the
+    :class:`PicklingReport` and :attr:`task_index` the position of the task among the ones
+    that were checked. The constructor takes the message only, so the error survives pickling.
+    """
+
+    report: PicklingReport | None = None
+    task_index: int | None = None
+
+
+def _chain(exc: BaseException) -> Iterable[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 8:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _is_pickling_error(exc: BaseException) -> bool:
+    return any(
+        isinstance(error, pickle.PicklingError) or "pickl" in str(error).lower()
+        for error in _chain(exc)
+    )
+
+
+def _from_loky(exc: BaseException) -> bool:
+    return "Could not pickle the task" in str(exc) or type(exc.__cause__).__name__ == (
+        "_RemoteTraceback"
+    )
+
+
+def _task_parts(task: Any) -> list[tuple[str, Any]]:
+    """``(label, part)`` for what a task sends: its function (unwrapped), args, kwargs."""
+    if not (isinstance(task, tuple) and len(task) == 3):
+        return [("task", task)]
+    func, args, kwargs = task
+    inner = getattr(func, "func", None)
+    if type(func).__name__ == "StatefulCall" and inner is not None:
+        func = inner  # workerstate's wrapper: its snapshot is checked when it is captured
+    parts: list[tuple[str, Any]] = [("task.func", func)]
+    if isinstance(args, tuple):
+        parts.extend((f"task.args[{i}]", arg) for i, arg in enumerate(args))
+    else:
+        parts.append(("task.args", args))
+    if isinstance(kwargs, dict):
+        parts.extend((f"task.kwargs[{key!r}]", val) for key, val in kwargs.items())
+    else:
+        parts.append(("task.kwargs", kwargs))
+    return parts
+
+
+def _short(obj: Any, limit: int = 40) -> str:
+    try:
+        text = repr(obj)
+    except Exception:
+        text = f"<{type_name(obj)}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _call_text(parts: list[tuple[str, Any]]) -> str:
+    func = parts[0][1]
+    label = getattr(func, "__qualname__", None) or _short(func)
+    shown = []
+    for key, part in parts[1:4]:
+        prefix = key.split("[", 1)[1][1:-2] + "=" if key.startswith("task.kwargs[") else ""
+        shown.append(prefix + _short(part))
+    if len(parts) > 4:
+        shown.append("...")
+    return f"{label}({', '.join(shown)})"
+
+
+def explain_pickling_error(
+    exc: BaseException, tasks: Iterable[Any], *, pickler: Pickler = "auto"
+) -> TaskPicklingError | None:
+    """Find the task that made a ``Parallel`` call fail to pickle; explain it in an exception.
+
+    Call it with the exception a ``joblib.Parallel`` call raised (loky raises
+    ``PicklingError("Could not pickle the task to send it to the workers.")``, the
+    multiprocessing backend the pickler's own ``TypeError`` or ``PicklingError``) and the
+    ``(func, args, kwargs)`` tasks that were submitted, or the last few hundred of them. Each
+    task is pickled again; for the first one that fails, the returned error names the task
+    and the path to the failing part, which trap it is and the fix. Tasks made by
+    workerstate's ``delayed`` are unwrapped, so the paths refer to the user's function.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The exception the call raised.
+    tasks : iterable of tuple
+        The tasks that may have been sent, in order.
+    pickler : {"auto", "loky", "cloudpickle", "pickle"}
+        What the backend pickles tasks with: ``"loky"`` (cloudpickle with loky's reducers),
+        ``"cloudpickle"`` (dask), ``"pickle"`` (multiprocessing). ``"auto"`` uses loky's
+        pickler for loky's error, and otherwise tries cloudpickle, then pickle.
+
+    Returns
+    -------
+    TaskPicklingError or None
+        The explanation, with ``__cause__`` set to ``exc`` (raise it ``from exc``). ``None``
+        when ``exc`` is not a pickling error, is already one of workerstate's, or no task
+        fails to pickle: then re-raise ``exc`` as it is.
+
+    Examples
+    --------
+    >>> import threading
+    >>> from joblib import Parallel, delayed
+    >>> tasks = [delayed(len)([1, 2]), delayed(len)({"lock": threading.Lock()})]
+    >>> try:
+    ...     Parallel(n_jobs=2)(tasks)
+    ... except Exception as exc:
+    ...     joblib_error, error = exc, explain_pickling_error(exc, tasks)
+    >>> print(error.report.path, error.report.trap, error.task_index)
+    task.args[0]['lock'] lock 1
+    >>> error.__cause__ is joblib_error
+    True
+    """
+    if isinstance(exc, WorkerStateError) or not _is_pickling_error(exc):
+        return None
+    candidates = list(tasks)
+    if pickler == "auto":
+        picklers: Sequence[str] = ("loky",) if _from_loky(exc) else ("cloudpickle", "pickle")
+    else:
+        picklers = (pickler,)
+    for which in picklers:
+        dumps = {"loky": _loky_dumps, "cloudpickle": _cloud_dumps}.get(which, _std_dumps)
+        by_value = which != "pickle"
+        for index, task in enumerate(candidates):
+            parts = _task_parts(task)
+            if _try(dumps, tuple(part for _, part in parts))[1] is None:
+                continue
+            for label, part in parts:
+                found = find_unpicklable(part, dumps, root=label, by_value=by_value)
+                if found is None:
+                    continue
+                report = _report(
+                    "task",
+                    found,
+                    picklable=not by_value,
+                    stdlib_picklable=False,
+                    by_value=not by_value,
+                )
+                error = TaskPicklingError(_task_message(report, parts, which, exc))
+                error.report = report
+                error.task_index = index
+                error.__cause__ = exc
+                return error
+    return None
+
+
+def _task_message(
+    report: PicklingReport, parts: list[tuple[str, Any]], which: str, exc: BaseException
+) -> str:
+    what = f": {TRAPS[report.trap][0]}" if report.trap is not None else ""
+    if which != "pickle":
+        backend = "The threading backend does not pickle tasks and would run it as is."
+    else:
+        backend = (
+            "The multiprocessing backend pickles tasks with the standard pickle; the loky "
+            "backend (cloudpickle) can send this one."
+        )
+    return (
+        f"The task {_call_text(parts)} cannot be sent to the worker processes: {report.path} "
+        f"is a {report.type_name} that cannot be pickled ({report.error}){what}. "
+        f"{report.advice} {backend} (joblib raised {_error_text(exc)})"
+    )
+
+
+# -- what a new worker costs -----------------------------------------------------------------
+@dataclass(frozen=True)
+class ModuleImport:
+    """How long a new worker took to import one module.
+
+    ``already_imported`` means the worker had it before the task asked (joblib's own
+    modules); ``error`` is the import error, when the module does not import in a worker.
+    """
+
+    module: str
+    seconds: float
+    already_imported: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkerCost:
+    """What :func:`worker_cost` measured: a new worker's start-up and import times."""
+
+    start_seconds: float
+    imports: tuple[ModuleImport, ...] = ()
+
+    @property
+    def import_seconds(self) -> float:
+        """Time spent importing the modules the tasks need, in seconds."""
+        return sum(item.seconds for item in self.imports)
+
+    @property
+    def total_seconds(self) -> float:
+        """Start-up and imports: what a new worker costs before its first task runs."""
+        return self.start_seconds + self.import_seconds
+
+    @property
+    def failed(self) -> tuple[ModuleImport, ...]:
+        """The modules that could not be imported in the worker."""
+        return tuple(item for item in self.imports if item.error is not None)
+
+    def __str__(self) -> str:
+        lines = [
+            f"A new worker process starts in {self.start_seconds:.2f} s; importing what the "
+            f"tasks need takes {self.import_seconds:.2f} s more."
+        ]
+        for item in sorted(self.imports, key=lambda item: -item.seconds):
+            if item.error is not None:
+                detail = f"FAILS in the worker: {item.error}"
+            elif item.already_imported:
+                detail = "already imported at start-up"
+            else:
+                detail = f"{item.seconds:.3f} s"
+            lines.append(f"  {item.module:40} {detail}")
+        if self.import_seconds > max(0.5, self.start_seconds):
+            lines.append(
+                f"Each new worker pays {self.total_seconds:.2f} s before its first task, mostly "
+                f"on imports: tasks shorter than that are dominated by it in a new pool. loky "
+                f"reuses its workers between calls (they exit after 300 s idle), so keep one "
+                f"pool for many tasks, give each task more work, and avoid fresh_pool() in loops."
+            )
+        return "\n".join(lines)
+
+
+def _needed_modules(functions: Iterable[Any], modules: Iterable[str], callbacks: bool) -> list[str]:
+    names: list[str] = ["workerstate.parallel"]
+    if callbacks:
+        from ._registry import default_registry
+
+        for _, callback in default_registry.items():
+            names.append(module_of(callback) or "")
+            try:
+                value, setter = callback()
+            except Exception:
+                continue
+            names.extend((module_of(setter) or "", module_of(value) or ""))
+    names.extend(module_of(func) or "" for func in functions)
+    names.extend(modules)
+    return [name for name in dict.fromkeys(names) if name and name != "__main__"]
+
+
+def worker_cost(
+    *functions: Any,
+    modules: Iterable[str] = (),
+    callbacks: bool = True,
+    timeout: float = 60.0,
+) -> WorkerCost:
+    """Start one new loky worker, and time its start-up and the imports the tasks need.
+
+    The worker imports, in order: ``workerstate.parallel`` (what a task made by workerstate's
+    ``delayed`` needs), the modules of the registered callbacks, their setters and the types
+    of their values, the modules that ``functions`` live in, and ``modules``. A module's time
+    includes the modules it imports that were not imported before. The worker belongs to a
+    private pool, so joblib's shared pool is left alone.
+
+    Parameters
+    ----------
+    *functions : callable
+        Task functions; the worker imports their modules (functions defined in ``__main__``
+        travel by value and import nothing).
+    modules : iterable of str
+        More modules to import.
+    callbacks : bool
+        Include what the registered callbacks need.
+    timeout : float
+        Seconds to wait for the worker.
+
+    Returns
+    -------
+    WorkerCost
+        Print it for a readable summary.
+
+    Examples
+    --------
+    >>> import json
+    >>> cost = worker_cost(json.dumps)
+    >>> [item.module for item in cost.imports]
+    ['workerstate.parallel', 'json']
+    >>> cost.start_seconds > 0
+    True
+    """
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    from ._doctor import import_times
+
+    names = _needed_modules(functions, modules, callbacks)
+    start = time.perf_counter()
+    executor = ProcessPoolExecutor(max_workers=1)
+    try:
+        executor.submit(os.getpid).result(timeout=timeout)
+        started = time.perf_counter() - start
+        rows = executor.submit(import_times, tuple(names)).result(timeout=timeout)
+    finally:
+        executor.shutdown(wait=True)
+    return WorkerCost(started, tuple(ModuleImport(*row) for row in rows))
+
+
+def doctor(modules: Iterable[str] = (), *, n_jobs: int = 2, backend: str = "loky") -> DoctorReport:
+    """Run the checks of ``python -m workerstate doctor`` and return the report.
+
+    Parameters
+    ----------
+    modules : iterable of str
+        Modules to import first, so that they register their callbacks; ``"pkg.mod:setup"``
+        also calls ``pkg.mod.setup()`` (in this process only, not in the workers).
+    n_jobs : int
+        How many workers the live checks use.
+    backend : {"loky", "multiprocessing"}
+        The backend of the live checks.
+
+    Returns
+    -------
+    DoctorReport
+        ``report.ok`` is False when a problem was found; ``str(report)`` is the text the
+        command prints. Starting the checks shuts down joblib's shared loky pool.
+    """
+    from ._doctor import run
+
+    return run(tuple(modules), n_jobs=n_jobs, backend=backend)
