@@ -446,8 +446,8 @@ def _static_checks(check: _Callback) -> None:
         if sizes and sizes[0] > 1024 * 1024:
             section.add(
                 "NOTE",
-                f"the value pickles to {sizes[0] / 1e6:.1f} MB; it is sent once per call "
-                f"and per worker",
+                f"the value pickles to {sizes[0] / 1e6:.1f} MB: every Parallel call that "
+                f"changes it pickles it again, and every worker loads it",
             )
     check.usable = ok
 
@@ -554,13 +554,18 @@ def _check_one(check: _Callback, run: Any, delayed: Any, tasks: int, backend: st
     wrong = [packed for packed in wrong if not _same(packed, check.value)]
     # C: plain joblib tasks on the same workers see their own value; time the setter.
     payload = cloudpickle.dumps((check.callback, check.value))
-    try:
-        plain = [
-            _unpack(data)
-            for data in run(joblib.delayed(probe_plain)(payload) for _ in range(tasks))
-        ]
-    except Exception as exc:
-        plain = [{"pid": -1, "error": _error_text(exc)}]
+    ran_b = {result["pid"] for result in seen}
+    plain: list[dict[str, Any]] = []
+    for _ in range(3):  # until a plain task lands on a worker that ran workerstate's tasks
+        try:
+            plain += [
+                _unpack(data)
+                for data in run(joblib.delayed(probe_plain)(payload) for _ in range(tasks))
+            ]
+        except Exception as exc:
+            plain.append({"pid": -1, "error": _error_text(exc)})
+        if any(result["pid"] in ran_b or "error" in result for result in plain):
+            break
     if errors:
         section.add("PROBLEM", f"a task could not read the installed state: {errors[0]}")
     elif wrong:
@@ -606,7 +611,6 @@ def _check_one(check: _Callback, run: Any, delayed: Any, tasks: int, backend: st
             "the parent, and with the worker's own value to restore it: it must accept both.",
         )
         return
-    ran_b = {result["pid"] for result in seen}
     checked = [result for result in plain if result["pid"] in ran_b]
     leaked = [
         result for result in checked if not _same(result["own"], _fresh_for(check, result["pid"]))
@@ -663,8 +667,8 @@ def _header() -> str:
 
     version = ".".join(str(part) for part in sys.version_info[:3])
     return (
-        f"workerstate doctor: Python {version}, joblib {joblib.__version__}, cloudpickle "
-        f"{cloudpickle.__version__}, workerstate {__version__}, pid {os.getpid()}"
+        f"workerstate doctor: Python {version} ({sys.executable}), joblib {joblib.__version__}, "
+        f"cloudpickle {cloudpickle.__version__}, workerstate {__version__}"
     )
 
 

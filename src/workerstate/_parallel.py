@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -14,15 +16,20 @@ from ._task import BINDING, capture_for
 
 __all__ = ["Parallel"]
 
+#: How many of its latest tasks a call keeps, to name the one that failed to pickle. A small
+#: window: the kept tasks' arguments stay alive until the call ends.
+_RECENT_TASKS = 64
+
 
 class _BoundTasks:
     """The caller's tasks, each bound to the call's snapshot; keeps ``len()`` for joblib."""
 
-    __slots__ = ("_iterable", "_snapshot")
+    __slots__ = ("_iterable", "_snapshot", "recent")
 
     def __init__(self, iterable: Iterable[Any], snapshot: Snapshot) -> None:
         self._iterable = iterable
         self._snapshot = snapshot
+        self.recent: deque[Any] = deque(maxlen=_RECENT_TASKS)
 
     def __len__(self) -> int:
         return len(self._iterable)  # type: ignore[arg-type]
@@ -41,7 +48,9 @@ class _BoundTasks:
                 return
             finally:
                 binding.snapshot = outer
-            yield rebind(task, snapshot)
+            task = rebind(task, snapshot)
+            self.recent.append(task)
+            yield task
 
 
 class Parallel(joblib.Parallel):  # type: ignore[misc]
@@ -71,16 +80,16 @@ class Parallel(joblib.Parallel):  # type: ignore[misc]
         snapshot = capture_for(backend, collect=True)
         if not getattr(backend, "uses_threads", False) and self._needs_pickling():
             snapshot.payload_ref()  # raises StatePicklingError here rather than in a queue thread
-        tasks: Iterable[Any] = _BoundTasks(iterable, snapshot)
-        if not hasattr(iterable, "__len__"):
-            tasks = iter(tasks)
+        bound = _BoundTasks(iterable, snapshot)
+        tasks: Iterable[Any] = bound if hasattr(iterable, "__len__") else iter(bound)
         try:
             output = super().__call__(tasks)
         except BaseException as exc:
             reissue_from(exc)
+            _raise_explained(exc, bound)
             raise
         if self.return_generator:
-            return unwrapping(output)
+            return _explaining(unwrapping(output), bound)
         return [unwrap(result) for result in output]
 
     def _needs_pickling(self) -> bool:
@@ -88,3 +97,25 @@ class Parallel(joblib.Parallel):  # type: ignore[misc]
             return int(self._effective_n_jobs()) != 1
         except Exception:
             return bool(self.n_jobs != 1)
+
+
+def _raise_explained(exc: BaseException, bound: _BoundTasks) -> None:
+    """Raise an explanation of a task that failed to pickle, chained from joblib's error.
+
+    Only ``PicklingError`` is explained (loky's "Could not pickle the task"), so the type a
+    caller catches stays what joblib raises: the explanation is a ``PicklingError`` too.
+    """
+    if isinstance(exc, pickle.PicklingError):
+        from .diagnose import explain_pickling_error
+
+        explained = explain_pickling_error(exc, list(bound.recent))
+        if explained is not None:
+            raise explained from exc
+
+
+def _explaining(results: Iterator[Any], bound: _BoundTasks) -> Iterator[Any]:
+    try:
+        yield from results
+    except Exception as exc:
+        _raise_explained(exc, bound)
+        raise

@@ -347,14 +347,18 @@ def _is_replaced(obj: Any) -> bool:
     return lookup(module, qualname) is not obj
 
 
-def is_patched_wrapper(obj: Any) -> bool:
-    """A ``functools.wraps`` wrapper that took the name of the function it wraps at run time.
+_CACHE_WRAPPER = type(functools.lru_cache()(len))
 
-    Pickled by name, it arrives in a worker as the original function. A wrapper applied with
-    ``@decorator`` in the source is no trap (the worker's import applies it too); that is told
-    apart by the source line where the wrapped function is defined.
+
+def is_patched_wrapper(obj: Any) -> bool:
+    """A wrapper that took the name of the function it wraps at run time.
+
+    ``functools.wraps`` wrappers and ``functools.cache``/``lru_cache`` wrappers assigned over
+    a module attribute are pickled by that name, so they arrive in a worker as the original
+    function. A decorator applied with ``@`` in the source is no trap (the worker's import
+    applies it too); that is told apart by the source line where the wrapped function starts.
     """
-    if not isinstance(obj, types.FunctionType):
+    if not isinstance(obj, (types.FunctionType, _CACHE_WRAPPER)):
         return False
     wrapped = getattr(obj, "__wrapped__", None)
     named = _named(obj)
@@ -363,7 +367,9 @@ def is_patched_wrapper(obj: Any) -> bool:
     module, qualname = named
     if module == "__main__" or "<" in qualname or lookup(module, qualname) is not obj:
         return False
-    if obj.__code__ is wrapped.__code__ or obj.__code__.co_name == obj.__name__:
+    if isinstance(obj, types.FunctionType) and (
+        obj.__code__ is wrapped.__code__ or obj.__code__.co_name == obj.__name__
+    ):
         return False
     code = wrapped.__code__
     line = linecache.getline(code.co_filename, code.co_firstlineno).lstrip()
@@ -422,6 +428,8 @@ def classify(part: Any, error: BaseException | None = None) -> str | None:
         return "module"
     if isinstance(part, types.MethodType):
         return classify(part.__func__, error)
+    if is_patched_wrapper(part):
+        return "patched_wrapper"
     target = part if isinstance(part, (types.FunctionType, type)) else cls
     named = _named(target)
     if named is not None:

@@ -103,11 +103,10 @@ class _Fragile(pickle.PicklingError):
 
 
 def _fragile_trap(obj: Any) -> str | None:
-    if isinstance(obj, (types.FunctionType, type)):
-        if getattr(obj, "__module__", None) == "__main__":
-            return "main_module"
-        if is_patched_wrapper(obj):
-            return "patched_wrapper"
+    if isinstance(obj, (types.FunctionType, type)) and obj.__module__ == "__main__":
+        return "main_module"
+    if is_patched_wrapper(obj):
+        return "patched_wrapper"
     return None
 
 
@@ -196,8 +195,8 @@ class PicklingReport:
             return f"{name} pickles{size}: every process backend can send it."
         if not self.stdlib_picklable:
             return (
-                f"{name} pickles only by value, with cloudpickle: the loky and dask backends "
-                f"can send it, the multiprocessing backend cannot."
+                f"{name} pickles only with cloudpickle: the loky and dask backends can send "
+                f"it, the multiprocessing backend cannot."
             )
         if self.trap == "main_module":
             return (
@@ -490,14 +489,16 @@ def explain_pickling_error(
                 found = find_unpicklable(part, dumps, root=label, by_value=by_value)
                 if found is None:
                     continue
+                # Under the standard pickle, say whether cloudpickle (loky) could send it.
+                cloud_ok = not by_value and _try(_cloud_dumps, found[1])[1] is None
                 report = _report(
                     "task",
                     found,
-                    picklable=not by_value,
+                    picklable=cloud_ok,
                     stdlib_picklable=False,
-                    by_value=not by_value,
+                    by_value=cloud_ok,
                 )
-                error = TaskPicklingError(_task_message(report, parts, which, exc))
+                error = TaskPicklingError(_task_message(report, parts, exc))
                 error.report = report
                 error.task_index = index
                 error.__cause__ = exc
@@ -505,17 +506,15 @@ def explain_pickling_error(
     return None
 
 
-def _task_message(
-    report: PicklingReport, parts: list[tuple[str, Any]], which: str, exc: BaseException
-) -> str:
+def _task_message(report: PicklingReport, parts: list[tuple[str, Any]], exc: BaseException) -> str:
     what = f": {TRAPS[report.trap][0]}" if report.trap is not None else ""
-    if which != "pickle":
-        backend = "The threading backend does not pickle tasks and would run it as is."
-    else:
+    if report.picklable:
         backend = (
             "The multiprocessing backend pickles tasks with the standard pickle; the loky "
             "backend (cloudpickle) can send this one."
         )
+    else:
+        backend = "The threading backend does not pickle tasks and would run it as is."
     return (
         f"The task {_call_text(parts)} cannot be sent to the worker processes: {report.path} "
         f"is a {report.type_name} that cannot be pickled ({report.error}){what}. "
@@ -634,7 +633,7 @@ def worker_cost(
     Examples
     --------
     >>> import json
-    >>> cost = worker_cost(json.dumps)
+    >>> cost = worker_cost(json.dumps, callbacks=False)
     >>> [item.module for item in cost.imports]
     ['workerstate.parallel', 'json']
     >>> cost.start_seconds > 0
