@@ -86,6 +86,12 @@ class WorkerStateBackend:
                     f"name. Registered backends: {known}."
                 )
             inner = factory(**inner_kwargs)
+        elif not callable(getattr(inner, "configure", None)):
+            raise TypeError(
+                f"The workerstate backend wraps a joblib backend: pass inner= as a backend name "
+                f"such as 'loky' or a joblib backend instance; got {type(inner).__name__} "
+                f"{inner!r}."
+            )
         elif inner_kwargs:
             raise ValueError("Keyword arguments for the inner backend need inner= as a name.")
         if isinstance(inner, WorkerStateBackend):

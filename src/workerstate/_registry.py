@@ -36,6 +36,25 @@ def default_name(callback: Callable[..., Any]) -> str:
     return f"{module or '?'}.{label}@{id(callback):x}"
 
 
+class _Busy(threading.local):
+    """How deep this thread is inside callbacks, setters or captures."""
+
+    depth = 0
+
+
+BUSY = _Busy()
+
+
+@contextmanager
+def running_callbacks() -> Iterator[None]:
+    """Mark this thread as running callbacks or setters: registrations are refused meanwhile."""
+    BUSY.depth += 1
+    try:
+        yield
+    finally:
+        BUSY.depth -= 1
+
+
 class CallbackRegistry:
     """An ordered, thread-safe collection of named state callbacks.
 
@@ -69,8 +88,17 @@ class CallbackRegistry:
         # Incremented on every change; lets captures cache work per registry state.
         self.version = 0
 
+    def _refuse_if_busy(self, action: str) -> None:
+        if BUSY.depth:
+            raise RuntimeError(
+                f"Cannot {action} a {self._kind} from inside a callback, setter or side "
+                f"channel while workerstate captures or installs state; the registry is "
+                f"unchanged. Register it before the Parallel call instead."
+            )
+
     def register(self, callback: Callback, name: str | None = None) -> str:
         """Add ``callback`` under ``name`` (default: ``module.qualname``) and return the name."""
+        self._refuse_if_busy("register")
         if not callable(callback):
             raise TypeError(
                 f"register_{self._api}() needs {self._expects}; "
@@ -96,6 +124,7 @@ class CallbackRegistry:
 
     def remove(self, name: str) -> None:
         """Remove the callback registered under ``name``; ``KeyError`` names unknown ones."""
+        self._refuse_if_busy("remove")
         with self._lock:
             items = tuple(item for item in self._items if item[0] != name)
             if len(items) == len(self._items):

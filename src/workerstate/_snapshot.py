@@ -26,7 +26,13 @@ from typing import Any
 from . import _warnings
 from ._errors import CallbackError, SetterError, StatePicklingError
 from ._pickling import describe_failure, find_unpicklable
-from ._registry import CallbackRegistry, default_registry, side_channels
+from ._registry import (
+    BUSY,
+    CallbackRegistry,
+    default_registry,
+    running_callbacks,
+    side_channels,
+)
 
 __all__ = ["Snapshot", "active_snapshot", "capture"]
 
@@ -175,6 +181,10 @@ class Snapshot:
         """
         if self._pending is not None:
             self._resolve()
+        with running_callbacks():
+            return self._enter()
+
+    def _enter(self) -> list[Any]:
         undo: list[Any] = [_warnings.install_filters(self.live_filters())]
         _ACTIVE.stack.append(self)
         try:
@@ -224,15 +234,26 @@ class Snapshot:
 
     def exit(self, undo: list[Any]) -> None:
         """Restore the state that :meth:`enter` found, in reverse order."""
+        with running_callbacks():
+            self._exit(undo)
+
+    def _exit(self, undo: list[Any]) -> None:
+        failure: BaseException | None = None
         try:
             for i in range(len(undo) - 1, 0, -1):
                 name, callback, before, restore, applied = undo[i]
-                if not applied:
-                    # The value was already in place; undo only what the task itself changed.
-                    after, _ = _read(name, callback)
-                    if after is before or _same(after, before):
-                        continue
-                restore(before)
+                try:
+                    if not applied:
+                        # The value was already in place; undo only what the task changed.
+                        after, _ = _read(name, callback)
+                        if after is before or _same(after, before):
+                            continue
+                    restore(before)
+                except Exception as exc:
+                    # Restore the others all the same; report the first failure.
+                    if failure is None:
+                        failure = _restore_error(name, exc)
+                        failure.__cause__ = exc
         finally:
             stack = _ACTIVE.stack
             if stack and stack[-1] is self:
@@ -240,6 +261,19 @@ class Snapshot:
             elif self in stack:
                 stack.remove(self)
             _warnings.uninstall_filters(undo[0])
+        if failure is not None:
+            raise failure
+
+
+def _restore_error(name: str, exc: BaseException) -> SetterError:
+    if isinstance(exc, SetterError):
+        return exc
+    return SetterError(
+        f"The setter of parallel callback {name!r} raised {type(exc).__name__}: {exc} in "
+        f"process {os.getpid()} while putting the worker's own state back after a task; this "
+        f"worker may keep the parent's state. The setter must also accept the values its "
+        f"callback returns in a worker."
+    )
 
 
 def _set(name: str, setter: Callable[[Any], Any], value: Any) -> None:
@@ -335,6 +369,23 @@ def capture(
     Returns the previous snapshot of this thread when nothing changed, so workers that hold
     it skip unpickling and setting it.
     """
+    if BUSY.depth:
+        raise CallbackError(
+            "A Parallel call was started from inside a parallel callback, setter or side "
+            "channel while workerstate was capturing or installing state; that would capture "
+            "again without end. Start parallel work from the task, not from a callback."
+        )
+    with running_callbacks():
+        return _capture(registry, local_workers, stdlib_pickle, collect, remote)
+
+
+def _capture(
+    registry: CallbackRegistry | None,
+    local_workers: bool,
+    stdlib_pickle: bool,
+    collect: bool,
+    remote: Any,
+) -> Snapshot:
     items = (registry or default_registry).items()
     outer = active_snapshot()
     if outer is not None:

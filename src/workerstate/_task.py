@@ -67,13 +67,14 @@ class StatefulCall:
     (threads, dask, ray, the parent) each task installs and restores the state itself.
     """
 
-    __slots__ = ("_undo", "batch", "func", "snapshot", "target")
+    __slots__ = ("_left", "_undo", "batch", "func", "snapshot", "target")
 
     def __init__(self, func: Callable[..., Any], snapshot: Snapshot, batch: bool = False) -> None:
         self.func = func
         self.snapshot = snapshot
         self.batch = batch
         self._undo: list[Any] | None = None
+        self._left = 0  # tasks of the batch still to run, in per-batch mode
         # What runs under the installed state: the function itself, or the function with
         # the round trip around it (side channels; gathering for workerstate's Parallel).
         self.target: Callable[..., Any] = (
@@ -87,16 +88,19 @@ class StatefulCall:
         if self.batch:
             undo = self._undo
             if undo is None:
-                if (
-                    threading.current_thread() is not threading.main_thread()
-                    or not self._runs_whole_batch()
-                ):
+                left = (
+                    self._tasks_in_batch()
+                    if threading.current_thread() is threading.main_thread()
+                    else 0
+                )
+                if not left:
                     # Not the one-batch-at-a-time main thread of a loky or multiprocessing
                     # worker, or the batch holds other tasks that must not see this state:
                     # install and restore around each task instead.
                     self.batch = False
                     return self(*args, **kwargs)
                 undo = self._undo = snapshot.enter()
+                self._left = left
             else:
                 try:
                     snapshot.refresh(undo)
@@ -104,32 +108,43 @@ class StatefulCall:
                     self._release()
                     raise
             try:
-                return self.target(*args, **kwargs)
+                result = self.target(*args, **kwargs)
             except BaseException:
-                # joblib stops the batch at the first error: restore now, not at release.
+                # joblib stops the batch at the first error: restore now.
                 self._release()
                 raise
+            self._left -= 1
+            if self._left <= 0:
+                # The batch's last task: restore here, where a failing restore is reported
+                # as this task's error, rather than when the batch is dropped.
+                self._release()
+            return result
         undo = snapshot.enter()
         try:
             return self.target(*args, **kwargs)
         finally:
             snapshot.exit(undo)
 
-    def _runs_whole_batch(self) -> bool:
-        # Keeping the state between tasks is safe only if every task of the joblib batch
-        # being run is this object; a plain task batched in between must see the worker's
-        # own state. Checked once per batch, on the batch's item list.
+    def _tasks_in_batch(self) -> int:
+        """How many tasks the joblib batch being run has, if every one of them is this object.
+
+        Keeping the state between tasks is safe only then: a plain task batched in between
+        must see the worker's own state. 0 when that cannot be established. Checked once per
+        batch, on the batch's item list.
+        """
         frame: Any = _getframe(2)
         for _ in range(3):
             if frame is None:
                 break
             if frame.f_code is _BATCH_CALL_CODE:
                 items = getattr(frame.f_locals.get("self"), "items", None)
-                return isinstance(items, list) and all(
+                if isinstance(items, list) and all(
                     type(item) is tuple and len(item) == 3 and item[0] is self for item in items
-                )
+                ):
+                    return len(items)
+                return 0
             frame = frame.f_back
-        return False
+        return 0
 
     def _release(self) -> None:
         undo, self._undo = self._undo, None
@@ -137,7 +152,8 @@ class StatefulCall:
             self.snapshot.exit(undo)
 
     def __del__(self) -> None:
-        # The worker drops the batch, and with it this object, before it takes the next one.
+        # A safety net: a batch that did not run to its end (the worker was interrupted) is
+        # restored when the worker drops it, before it takes the next one.
         if self._undo is not None:
             self._release()
 
