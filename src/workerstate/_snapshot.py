@@ -191,10 +191,24 @@ class Snapshot:
             for name, value, setter, callback in self.entries:
                 current, restore = _read(name, callback)
                 if current is value or _same(current, value):
-                    undo.append((name, callback, current, restore, False))
+                    with _INSTALLED_LOCK:
+                        record = _INSTALLED.get(name)
+                        if record is not None and record[0] is value:
+                            # Installed by a task of the same call still running on another
+                            # thread of this process: the last of them restores.
+                            record[3] += 1
+                            undo.append((name, callback, current, restore, _SHARED))
+                            continue
+                    undo.append((name, callback, current, restore, _SKIPPED))
                     continue
                 _set(name, setter, value)
-                undo.append((name, callback, current, restore, True))
+                with _INSTALLED_LOCK:
+                    if name in _INSTALLED:
+                        mode = _PRIVATE  # thread-local state, installed per thread
+                    else:
+                        _INSTALLED[name] = [value, current, restore, 1]
+                        mode = _RECORDED
+                undo.append((name, callback, current, restore, mode))
         except BaseException:
             self.exit(undo)
             raise
@@ -218,7 +232,7 @@ class Snapshot:
         live = self._live_filters
         if live is not None and not _warnings.filters_equal(live):
             undo[0] = _warnings.reinstall_filters(live, undo[0])
-        for (name, value, setter, callback), (_, _, before, _, applied) in zip(
+        for (name, value, setter, callback), (_, _, before, _, mode) in zip(
             self.entries, undo[1:], strict=False
         ):
             try:
@@ -227,7 +241,7 @@ class Snapshot:
                 raise _read_error(name, exc) from exc
             # Identity first: comparing a large value by == before every task would cost more
             # than the task.
-            if current is value or (current is before and not applied):
+            if current is value or (current is before and mode in (_SKIPPED, _SHARED)):
                 continue
             if not _same(current, value):
                 _set(name, setter, value)
@@ -241,13 +255,18 @@ class Snapshot:
         failure: BaseException | None = None
         try:
             for i in range(len(undo) - 1, 0, -1):
-                name, callback, before, restore, applied = undo[i]
+                name, callback, before, restore, mode = undo[i]
                 try:
-                    if not applied:
+                    if mode == _SKIPPED:
                         # The value was already in place; undo only what the task changed.
                         after, _ = _read(name, callback)
                         if after is before or _same(after, before):
                             continue
+                    elif mode != _PRIVATE:
+                        record = _release_record(name, self.entries[i - 1][1])
+                        if record is None:
+                            continue  # another task of the call is still running here
+                        before, restore = record
                     restore(before)
                 except Exception as exc:
                     # Restore the others all the same; report the first failure.
@@ -263,6 +282,27 @@ class Snapshot:
             _warnings.uninstall_filters(undo[0])
         if failure is not None:
             raise failure
+
+
+# How each entry of an undo list was installed.
+_SKIPPED, _RECORDED, _PRIVATE, _SHARED = 0, 1, 2, 3
+# Process-global state installed by running tasks, so that concurrent tasks of one call on
+# several threads of a worker (dask, the threading backend) restore it only when the last
+# one ends: name -> [value, state before the first task, its restore, tasks running].
+_INSTALLED: dict[str, list[Any]] = {}
+_INSTALLED_LOCK = threading.Lock()
+
+
+def _release_record(name: str, value: Any) -> tuple[Any, Callable[[Any], Any]] | None:
+    with _INSTALLED_LOCK:
+        record = _INSTALLED.get(name)
+        if record is None or record[0] is not value:
+            return None
+        record[3] -= 1
+        if record[3] > 0:
+            return None
+        del _INSTALLED[name]
+    return record[1], record[2]
 
 
 def _restore_error(name: str, exc: BaseException) -> SetterError:
@@ -594,9 +634,16 @@ def _publish_dask(snapshot: Snapshot, data: bytes) -> str:
 
 def _unpublish_dask(client_ref: Any, name: str) -> None:
     client = client_ref()
-    if client is not None and client.status == "running":
-        with contextlib.suppress(Exception):  # the cluster may be gone already
-            client.unpublish_dataset(name)
+    if client is None or client.status != "running":
+        return
+
+    def unpublish() -> Any:
+        # Run on the client's event loop, where unpublish_dataset returns a coroutine that
+        # the loop awaits; called from any other thread it would block or be dropped.
+        return client.unpublish_dataset(name)
+
+    with contextlib.suppress(Exception):  # the cluster may be gone already
+        client.loop.add_callback(unpublish)
 
 
 def _fetch_dask(name: str) -> bytes:
@@ -666,7 +713,21 @@ def _load_snapshot(
     return snapshot
 
 
+_fetch_lock = threading.Lock()
+
+
 def _load_payload(token: str, ref: tuple[Any, ...]) -> list[Any]:
+    # One fetch per process: threads of a dask worker that start together wait for the
+    # first one's copy instead of fetching and unpickling their own.
+    with _fetch_lock:
+        with _worker_cache_lock:
+            cached = _worker_cache.get(token)
+        if cached is not None:
+            return cached
+        return _fetch_payload(token, ref)
+
+
+def _fetch_payload(token: str, ref: tuple[Any, ...]) -> list[Any]:
     kind, data = ref
     if kind == "file":
         with open(data, "rb") as handle:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -67,7 +68,7 @@ class StatefulCall:
     (threads, dask, ray, the parent) each task installs and restores the state itself.
     """
 
-    __slots__ = ("_left", "_undo", "batch", "func", "snapshot", "target")
+    __slots__ = ("__weakref__", "_left", "_undo", "batch", "func", "snapshot", "target")
 
     def __init__(self, func: Callable[..., Any], snapshot: Snapshot, batch: bool = False) -> None:
         self.func = func
@@ -176,9 +177,13 @@ def bind(snapshot: Snapshot, func: Callable[..., Any]) -> StatefulCall:
     """
     last_func, last_call = snapshot.calls
     if last_func is func:
-        return last_call  # type: ignore[no-any-return]
+        call = last_call()
+        if call is not None:
+            return call  # type: ignore[no-any-return]
     call = StatefulCall(func, snapshot)
-    snapshot.calls = (func, call)
+    # A weak reference: the snapshot must not keep its wrapper (which refers back to it)
+    # alive, or only the cyclic garbage collector could free it and its published payload.
+    snapshot.calls = (func, weakref.ref(call))
     return call
 
 
@@ -189,9 +194,14 @@ def capture_for(backend: Any, collect: bool = False) -> Snapshot:
     state can stay installed for a whole batch, and large values can go through a file);
     multiprocessing pickles tasks with ``pickle``, not cloudpickle.
     """
+    # Only joblib's own classes: Ray's backend subclasses the multiprocessing one, but its
+    # workers may be other machines' processes and it pickles with cloudpickle.
+    joblibs = type(backend).__module__.startswith("joblib.")
     return capture(
-        local_workers=isinstance(backend, _LOCAL_BACKENDS),
-        stdlib_pickle=_MULTIPROCESSING is not None and isinstance(backend, _MULTIPROCESSING),
+        local_workers=joblibs and isinstance(backend, _LOCAL_BACKENDS),
+        stdlib_pickle=joblibs
+        and _MULTIPROCESSING is not None
+        and isinstance(backend, _MULTIPROCESSING),
         collect=collect,
         remote=getattr(backend, "client", None) if _is_dask(backend) else None,
     )
@@ -298,7 +308,9 @@ class DelayedFunction:
         function = self.function
         last_func, last_call = snapshot.calls
         if last_func is function:
-            return last_call, args, kwargs
+            call = last_call()
+            if call is not None:
+                return call, args, kwargs
         return bind(snapshot, function), args, kwargs
 
     @property
