@@ -183,12 +183,17 @@ def test_generator_output_and_length() -> None:
     assert [seen["i"] for seen in results] == list(range(5))
     assert _values(results) == {"run-time"}
     # A sized iterable keeps its size for joblib (n_tasks), an unsized one works too.
-    sized = Parallel(n_jobs=N_JOBS)
-    sized([joblib.delayed(_state.square)(i) for i in range(3)])
-    assert sized.n_tasks == 3
-    unsized = Parallel(n_jobs=N_JOBS)
-    assert unsized(joblib.delayed(_state.square)(i) for i in range(3)) == [0, 1, 4]
-    assert unsized.n_tasks is None
+    # A sized iterable keeps its size for joblib (n_tasks, from joblib 1.4 on), an unsized
+    # one works too: the same as plain joblib for the same input.
+    sizes = {}
+    for make in (list, iter):
+        ours, theirs = Parallel(n_jobs=N_JOBS), joblib.Parallel(n_jobs=N_JOBS)
+        assert ours(make([joblib.delayed(_state.square)(i) for i in range(3)])) == [0, 1, 4]
+        theirs(make([joblib.delayed(_state.square)(i) for i in range(3)]))
+        sizes[make] = getattr(ours, "n_tasks", "absent")
+        assert sizes[make] == getattr(theirs, "n_tasks", "absent")
+    if sizes[list] != "absent":
+        assert (sizes[list], sizes[iter]) == (3, None)
 
 
 def test_items_that_are_not_tasks_fail_as_in_joblib() -> None:

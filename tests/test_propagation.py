@@ -862,15 +862,25 @@ def test_results_and_order_are_joblibs(result_backend: str, api: Any) -> None:
     assert _run(*api, result_backend, _slow_tasks) == ("list", [i * i for i in range(6)])
 
 
+def _outcome(api: Any, backend: str, **kwargs: Any) -> tuple[Any, ...]:
+    """What a call returns, or the error it raises (joblib versions differ in what they
+    support: dask generators and "generator_unordered" are newer than joblib 1.3)."""
+    try:
+        return ("returned", *_run(*api, backend, _slow_tasks, **kwargs))
+    except ValueError as exc:
+        return ("raised", type(exc), re.sub(r"0x[0-9a-f]+", "0x...", str(exc)))
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", GENERATOR_BACKENDS)
 def test_return_as_generator(backend: str, api: Any, request: pytest.FixtureRequest) -> None:
     if backend == "dask":
         request.getfixturevalue("dask_client")
     _register_value()
-    expected = _run(*CONTROL, backend, _slow_tasks, return_as="generator")
-    assert expected == ("generator", [i * i for i in range(6)])
-    assert _run(*api, backend, _slow_tasks, return_as="generator") == expected
+    expected = _outcome(CONTROL, backend, return_as="generator")
+    if expected[0] == "returned":
+        assert expected == ("returned", "generator", [i * i for i in range(6)])
+    assert _outcome(api, backend, return_as="generator") == expected
 
 
 @pytest.mark.timeout(60)
@@ -881,10 +891,13 @@ def test_return_as_generator_unordered(
     if backend == "dask":
         request.getfixturevalue("dask_client")
     _register_value()
-    kind, control = _run(*CONTROL, backend, _slow_tasks, return_as="generator_unordered")
-    ws_kind, results = _run(*api, backend, _slow_tasks, return_as="generator_unordered")
-    assert (kind, ws_kind) == ("generator", "generator")
-    assert sorted(results) == sorted(control) == [i * i for i in range(6)]
+    control = _outcome(CONTROL, backend, return_as="generator_unordered")
+    got = _outcome(api, backend, return_as="generator_unordered")
+    if control[0] == "raised":  # this joblib does not have it: the same error
+        assert got == control
+        return
+    assert (control[1], got[1]) == ("generator", "generator")
+    assert sorted(got[2]) == sorted(control[2]) == [i * i for i in range(6)]
 
 
 def test_return_as_generator_unsupported_is_joblibs_error(api: Any) -> None:
