@@ -28,3 +28,11 @@ class StateReadingClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         return float(self.seen_[:2] == ("run-time", self.expect_local))
+
+
+def nested_report(i: int) -> list[tuple[object, object]]:
+    """Run a nested joblib call with plain joblib.delayed; report what its tasks saw."""
+    import joblib
+
+    seen = joblib.Parallel(n_jobs=2)(joblib.delayed(_state.report)(j) for j in range(4))
+    return [(s["value"], s["local"]) for s in seen]

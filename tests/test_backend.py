@@ -157,3 +157,16 @@ def test_the_backend_looks_like_its_inner_backend() -> None:
     assert isinstance(backend, ThreadingBackend)
     assert not isinstance(backend, LokyBackend)
     assert backend.uses_threads
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("inner", ["loky", "threading"])
+def test_nested_calls_inside_tasks_get_the_state(inner: str) -> None:
+    """joblib hands nested calls the backend's nested backend; the wrapper wraps that too,
+    so plain joblib calls made inside tasks (as libraries make them) carry the state."""
+    from tests._backend_helpers import nested_report
+
+    _register_state()
+    with joblib.parallel_config(backend="workerstate", inner=inner):
+        nested = joblib.Parallel(n_jobs=N_JOBS)(joblib.delayed(nested_report)(i) for i in range(4))
+    assert {pair for inner_seen in nested for pair in inner_seen} == {("run-time", "caller-local")}
