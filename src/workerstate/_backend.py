@@ -98,6 +98,7 @@ class WorkerStateBackend:
             inner = inner._inner
         object.__setattr__(self, "_inner", inner)
         object.__setattr__(self, "_snapshot", None)
+        object.__setattr__(self, "_parallel", None)
 
     # -- look like the inner backend ----------------------------------------------------------
     @property  # type: ignore[misc]
@@ -120,21 +121,24 @@ class WorkerStateBackend:
 
     # -- capture on the calling thread --------------------------------------------------------
     def configure(self, *args: Any, **kwargs: Any) -> Any:
-        """Capture the state for the call, then configure the inner backend."""
-        self._capture(kwargs.get("parallel"))
+        """Remember the ``Parallel`` object, then configure the inner backend."""
+        object.__setattr__(self, "_parallel", kwargs.get("parallel"))
         return self._inner.configure(*args, **kwargs)
 
     def start_call(self) -> None:
-        """Capture again at the start of each call (``Parallel`` used as a context manager)."""
-        self._capture(getattr(self._inner, "parallel", None))
+        """Capture the state at the start of each call, on the calling thread.
+
+        joblib calls this for every call that uses workers (from 1.3 on), also when a
+        ``Parallel`` used as a context manager was configured once for all its calls; a call
+        with ``n_jobs=1`` runs its tasks without the backend and needs no capture.
+        """
+        self._capture(self._parallel)
         start = getattr(self._inner, "start_call", None)
         if start is not None:
             start()
 
     def _capture(self, parallel: Any) -> None:
         snapshot = capture_for(self._inner)
-        if not getattr(self._inner, "uses_threads", False):
-            snapshot.payload_ref()  # report unpicklable state here, in the parent
         object.__setattr__(self, "_snapshot", snapshot)
         if parallel is not None:
             # One backend object can serve several Parallel objects (parallel_config makes

@@ -77,9 +77,7 @@ class Parallel(joblib.Parallel):  # type: ignore[misc]
 
     def __call__(self, iterable: Iterable[Any]) -> Any:
         backend = getattr(self, "_backend", None)
-        snapshot = capture_for(backend, collect=True)
-        if not getattr(backend, "uses_threads", False) and self._needs_pickling():
-            snapshot.payload_ref()  # raises StatePicklingError here rather than in a queue thread
+        snapshot = capture_for(backend, collect=True, check=self._needs_pickling())
         bound = _BoundTasks(iterable, snapshot)
         tasks: Iterable[Any] = bound if hasattr(iterable, "__len__") else iter(bound)
         try:

@@ -216,11 +216,7 @@ class Snapshot:
 
     def _resolve(self) -> None:
         token, ref, functions, restores, _ = self._pending  # type: ignore[misc]
-        with _worker_cache_lock:
-            cached = _worker_cache.get(token)
-        _fill(
-            self, cached if cached is not None else _load_payload(token, ref), functions, restores
-        )
+        _fill(self, _load_payload(token, ref), functions, restores)
         self._pending = None
 
     def refresh(self, undo: list[Any]) -> None:
@@ -449,10 +445,13 @@ def _capture(
     previous = _LAST.by_mode.get(mode)
     unchanged = (
         _unchanged(previous.entries, entries)
-        if previous is not None and previous.filters is filters and not side
+        if previous is not None
+        and previous.filters is filters
+        and previous.remote is remote
+        and not side
         else False
     )
-    if unchanged is True and previous.remote is remote:  # type: ignore[union-attr]
+    if unchanged is True:
         return previous  # type: ignore[return-value]
     snapshot = Snapshot(
         tuple(entries),

@@ -187,17 +187,20 @@ def bind(snapshot: Snapshot, func: Callable[..., Any]) -> StatefulCall:
     return call
 
 
-def capture_for(backend: Any, collect: bool = False) -> Snapshot:
+def capture_for(backend: Any, collect: bool = False, check: bool = True) -> Snapshot:
     """Capture the state for a call on ``backend``, shaped for how its workers get tasks.
 
     loky and multiprocessing run single-threaded worker processes on this machine (so the
     state can stay installed for a whole batch, and large values can go through a file);
-    multiprocessing pickles tasks with ``pickle``, not cloudpickle.
+    multiprocessing pickles tasks with ``pickle``, not cloudpickle. With ``check``, a backend
+    whose workers are not threads gets the state pickled now, on the calling thread, so an
+    unpicklable value is a StatePicklingError from the call rather than joblib's generic
+    pickling error from one of its queue threads.
     """
     # Only joblib's own classes: Ray's backend subclasses the multiprocessing one, but its
     # workers may be other machines' processes and it pickles with cloudpickle.
     joblibs = type(backend).__module__.startswith("joblib.")
-    return capture(
+    snapshot = capture(
         local_workers=joblibs and isinstance(backend, _LOCAL_BACKENDS),
         stdlib_pickle=joblibs
         and _MULTIPROCESSING is not None
@@ -205,6 +208,9 @@ def capture_for(backend: Any, collect: bool = False) -> Snapshot:
         collect=collect,
         remote=getattr(backend, "client", None) if _is_dask(backend) else None,
     )
+    if check and not getattr(backend, "uses_threads", False):
+        snapshot.payload_ref()
+    return snapshot
 
 
 def _is_dask(backend: Any) -> bool:
@@ -256,13 +262,7 @@ def _first_task_of_call(parallel: joblib.Parallel, frame: Any) -> Snapshot:
             RuntimeWarning,
             stacklevel=4,
         )
-    backend = getattr(parallel, "_backend", None)
-    snapshot = capture_for(backend)
-    if not getattr(backend, "uses_threads", False):
-        # Pickle now, on the calling thread: an unpicklable value is then reported as a
-        # StatePicklingError from the Parallel call, not as joblib's generic pickling error
-        # from its queue thread.
-        snapshot.payload_ref()
+    snapshot = capture_for(getattr(parallel, "_backend", None))
     if call_id is not None:
         parallel.__dict__[_CALL_KEY] = (call_id, snapshot)
     return snapshot
