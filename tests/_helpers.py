@@ -15,6 +15,12 @@ N_JOBS = 2
 PROCESS_BACKENDS = ("loky", "multiprocessing", "dask")
 ALL_BACKENDS = (*PROCESS_BACKENDS, "threading")
 
+# Calls that are meant to fail in a worker send a single task. When a multiprocessing pool is
+# aborted while another worker is still sending its result, the killed worker can keep the
+# result queue's lock and ``Pool.terminate()`` then waits forever (CPython gh-96995, seen as
+# joblib#1034). One task means nothing else is being sent when the parent aborts.
+ONE_FAILING_TASK = 1
+
 
 @contextmanager
 def open_parallel(

@@ -29,7 +29,7 @@ import pytest
 import sklearn
 
 from tests import _state
-from tests._helpers import N_JOBS, loky_pids, open_parallel
+from tests._helpers import N_JOBS, ONE_FAILING_TASK, loky_pids, open_parallel
 from tests._lazy_warning_mod import LazyWarning
 from workerstate import parallel
 from workerstate.parallel import (
@@ -388,7 +388,7 @@ def test_a_task_that_warns_raises_in_the_worker(any_backend: str) -> None:
     with open_parallel(joblib.Parallel, any_backend) as p:
         _boom_filter()
         with pytest.raises(UserWarning, match="boom"):
-            p(parallel.delayed(_state.warn_boom)(i) for i in range(2))
+            p(parallel.delayed(_state.warn_boom)(i) for i in range(ONE_FAILING_TASK))
         # Other warnings are not errors.
         assert p(parallel.delayed(_state.warn_other)(i) for i in range(2)) == [0, 1]
 
@@ -657,7 +657,7 @@ def test_setter_raising_in_the_worker(
     with open_parallel(parallel_cls, backend) as p:
         _state.set_value("run-time")  # differs from the workers' value, so the setter runs
         with pytest.raises(SetterError, match="setter of parallel callback 'bad-setter'") as info:
-            p(delayed(_state.touch)(str(marker)) for _ in range(2))
+            p(delayed(_state.touch)(str(marker)) for _ in range(ONE_FAILING_TASK))
     assert "setter exploded" in str(info.value)
     assert "task was not run" in str(info.value)
     assert not marker.exists()
@@ -673,7 +673,7 @@ def test_callback_raising_in_the_worker_raises_setter_error(
     with open_parallel(joblib.Parallel, process_backend) as p:
         _state.CALLBACK_WORKS = True
         with pytest.raises(SetterError, match="'parent-only' raised LookupError") as info:
-            p(parallel.delayed(_state.touch)(str(marker)) for _ in range(2))
+            p(parallel.delayed(_state.touch)(str(marker)) for _ in range(ONE_FAILING_TASK))
     assert "reading the worker's state" in str(info.value)
     assert not marker.exists()
 

@@ -13,7 +13,7 @@ import joblib
 import pytest
 
 from tests import _roundtrip_helpers as rt
-from tests._helpers import N_JOBS
+from tests._helpers import N_JOBS, ONE_FAILING_TASK
 from workerstate import parallel
 from workerstate._registry import side_channels
 
@@ -95,7 +95,9 @@ def test_an_error_filter_turns_a_worker_warning_into_a_parent_error(backend: str
     with warnings.catch_warnings():
         warnings.filterwarnings("error", category=rt.RoundTripWarning)
         with pytest.raises(rt.RoundTripWarning, match="warning from task"):
-            _parallel(backend)(parallel.delayed(rt.warn_and_log)(i) for i in range(4))
+            _parallel(backend)(
+                parallel.delayed(rt.warn_and_log)(i) for i in range(ONE_FAILING_TASK)
+            )
 
 
 @pytest.mark.timeout(60)
@@ -117,7 +119,7 @@ def test_a_failing_task_raises_unchanged_and_its_warnings_arrive(
         warnings.simplefilter("always")
         with pytest.raises(rt.TaskFailedError, match=r"^task 0 failed$") as info:
             _parallel(backend, batch_size=1)(
-                parallel.delayed(rt.warn_then_fail)(i) for i in range(1)
+                parallel.delayed(rt.warn_then_fail)(i) for i in range(ONE_FAILING_TASK)
             )
     assert type(info.value) is rt.TaskFailedError
     assert not hasattr(info.value, "_workerstate_gathered")
