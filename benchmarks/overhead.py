@@ -3,7 +3,10 @@
 Every contender runs on the same warmed loky pool (n_jobs=2, auto batching) with the same
 registered state: one scikit-learn config callback and one custom callback. Each task reports
 which propagated state it saw, and the table says whether every task saw what its contender
-promises. Run:
+promises. The contenders take turns, and the parent's garbage is collected before every timed
+run: otherwise a full collection of what earlier runs left behind lands in a random run and
+adds tens of milliseconds to it. Collection stays on during a run, so a contender that
+allocates more pays for its own collections. Run:
 
     python benchmarks/overhead.py            # all workloads
     python benchmarks/overhead.py --quick    # fewer tasks, for a smoke run
@@ -12,6 +15,7 @@ promises. Run:
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import sys
@@ -109,6 +113,7 @@ def run(workloads: list[tuple[str, Callable[..., Any], int, int]], repeats: int)
         for _ in range(repeats):
             # Round robin, so drift of the machine hits every contender alike.
             for name, promised, runner in contenders:
+                gc.collect()
                 start = time.perf_counter()
                 out = runner(func, n_tasks, token)
                 best[name] = min(best[name], time.perf_counter() - start)

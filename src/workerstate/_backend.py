@@ -154,7 +154,19 @@ class WorkerStateBackend:
         items = getattr(batch, "items", None)
         if snapshot is None or not isinstance(items, list):
             return
-        batch.items = [rebind(task, snapshot) for task in items]
+        # One rebind() per run of tasks of the same function, rather than per task: this runs
+        # for every task of every call under the backend.
+        bound: list[Any] = []
+        last_func: Any = None
+        last_call: Any = None
+        for task in items:
+            if type(task) is tuple and len(task) == 3:
+                if task[0] is not last_func:
+                    last_func, last_call = task[0], rebind(task, snapshot)[0]
+                bound.append((last_call, task[1], task[2]))
+            else:
+                bound.append(task)  # not a task: left for joblib to report
+        batch.items = bound
 
     def submit(self, func: Any, callback: Any = None) -> Any:
         """Bind the batch to the call's state and submit it to the inner backend."""

@@ -219,27 +219,44 @@ class Snapshot:
         _fill(self, _load_payload(token, ref), functions, restores)
         self._pending = None
 
-    def refresh(self, undo: list[Any]) -> None:
+    def watch(self, undo: list[Any]) -> tuple[tuple[Any, ...], ...]:
+        """What :meth:`refresh` checks between the tasks under one :meth:`enter`.
+
+        Per callback: the callback, the snapshot's value, a second object that also counts
+        as unchanged (the worker's own value when it already equalled the snapshot's), the
+        name and the setter. Built once per batch, so each task reads a flat tuple.
+        """
+        return tuple(
+            (callback, value, before if mode in (_SKIPPED, _SHARED) else value, name, setter)
+            for (name, value, setter, callback), (_, _, before, _, mode) in zip(
+                self.entries, undo[1:], strict=True
+            )
+        )
+
+    def refresh(self, undo: list[Any], watch: tuple[tuple[Any, ...], ...]) -> None:
         """Between two tasks under one :meth:`enter`: put back what the last task changed.
 
         This runs before every task but the first of a batch, so it only reads and compares;
-        a setter runs only for state that the previous task changed.
+        a setter runs only for state that the previous task changed. ``watch`` is what
+        :meth:`watch` returned for ``undo``.
         """
         live = self._live_filters
         if live is not None and not _warnings.filters_equal(live):
             undo[0] = _warnings.reinstall_filters(live, undo[0])
-        for (name, value, setter, callback), (_, _, before, _, mode) in zip(
-            self.entries, undo[1:], strict=False
-        ):
+        for callback, value, kept, name, setter in watch:
             try:
                 current = callback()[0]
             except BaseException as exc:
                 raise _read_error(name, exc) from exc
             # Identity first: comparing a large value by == before every task would cost more
             # than the task.
-            if current is value or (current is before and mode in (_SKIPPED, _SHARED)):
+            if current is value or current is kept:
                 continue
-            if not _same(current, value):
+            try:
+                same = type(current) is type(value) and bool(current == value)
+            except Exception:
+                same = False  # as in _same: elementwise == (NumPy) counts as changed
+            if not same:
                 _set(name, setter, value)
 
     def exit(self, undo: list[Any]) -> None:

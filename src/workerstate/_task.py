@@ -68,13 +68,14 @@ class StatefulCall:
     (threads, dask, ray, the parent) each task installs and restores the state itself.
     """
 
-    __slots__ = ("__weakref__", "_left", "_undo", "batch", "func", "snapshot", "target")
+    __slots__ = ("__weakref__", "_left", "_undo", "_watch", "batch", "func", "snapshot", "target")
 
     def __init__(self, func: Callable[..., Any], snapshot: Snapshot, batch: bool = False) -> None:
         self.func = func
         self.snapshot = snapshot
         self.batch = batch
         self._undo: list[Any] | None = None
+        self._watch: tuple[tuple[Any, ...], ...] = ()
         self._left = 0  # tasks of the batch still to run, in per-batch mode
         # What runs under the installed state: the function itself, or the function with
         # the round trip around it (side channels; gathering for workerstate's Parallel).
@@ -101,10 +102,11 @@ class StatefulCall:
                     self.batch = False
                     return self(*args, **kwargs)
                 undo = self._undo = snapshot.enter()
+                self._watch = snapshot.watch(undo)
                 self._left = left
             else:
                 try:
-                    snapshot.refresh(undo)
+                    snapshot.refresh(undo, self._watch)
                 except BaseException:
                     self._release()
                     raise
