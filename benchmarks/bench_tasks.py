@@ -3,6 +3,8 @@ function is shipped by value."""
 
 from __future__ import annotations
 
+import gc
+import os
 import time
 import warnings
 
@@ -55,3 +57,11 @@ def busy(token: str, seconds: float = 0.005) -> int:
     while time.perf_counter() < end:
         pass
     return seen(token)
+
+
+def collect_garbage(hold: float) -> int:
+    """Collect this worker's garbage, then stay busy for ``hold`` seconds so that the other
+    tasks of the same call go to the other workers."""
+    gc.collect()
+    time.sleep(hold)
+    return os.getpid()

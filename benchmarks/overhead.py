@@ -3,10 +3,11 @@
 Every contender runs on the same warmed loky pool (n_jobs=2, auto batching) with the same
 registered state: one scikit-learn config callback and one custom callback. Each task reports
 which propagated state it saw, and the table says whether every task saw what its contender
-promises. The contenders take turns, and the parent's garbage is collected before every timed
-run: otherwise a full collection of what earlier runs left behind lands in a random run and
-adds tens of milliseconds to it. Collection stays on during a run, so a contender that
-allocates more pays for its own collections. Run:
+promises. The contenders take turns, and garbage is collected in the parent and in every
+worker before every timed run: otherwise a full collection of what an earlier contender left
+behind (tpcp's per-task closures, above all) lands in whichever run comes next and adds tens
+of milliseconds to it. Collection stays on during a run, so a contender that allocates more
+pays for its own collections. Run:
 
     python benchmarks/overhead.py            # all workloads
     python benchmarks/overhead.py --quick    # fewer tasks, for a smoke run
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import platform
 import sys
@@ -40,6 +42,8 @@ except ImportError:  # tpcp is optional: pip install -e ".[bench]"
     tpcp_parallel = None
 
 N_JOBS = 2
+#: A timed run repeats the call until plain joblib would take at least this many seconds.
+MIN_RUN = 0.25
 ALL_STATE = 1 | 2 | 4
 
 
@@ -92,7 +96,20 @@ def _register() -> None:
         tpcp_parallel.register_global_parallel_callback(bench_tasks.state_callback)
 
 
-def run(workloads: list[tuple[str, Callable[..., Any], int, int]], repeats: int) -> None:
+def _collect_garbage() -> None:
+    """Collect garbage in every worker of the pool, then in the parent."""
+    for _ in range(10):
+        pids = joblib.Parallel(n_jobs=N_JOBS, batch_size=1)(
+            joblib.delayed(bench_tasks.collect_garbage)(0.02) for _ in range(N_JOBS)
+        )
+        if len(set(pids)) == N_JOBS:  # one task per worker: each one collected
+            break
+    gc.collect()
+
+
+def run(
+    workloads: list[tuple[str, Callable[..., Any], int, int]], repeats: int, number: int = 0
+) -> None:
     contenders = _contenders()
     _register()
     sklearn.set_config(assume_finite=True)
@@ -108,19 +125,26 @@ def run(workloads: list[tuple[str, Callable[..., Any], int, int]], repeats: int)
     for title, func, n_tasks, state_bytes in workloads:
         token = uuid.uuid4().hex
         bench_tasks.set_state({"token": token, "blob": b"x" * state_bytes})
+        calls = number or _calls_per_run(contenders[0][2], func, n_tasks, token)
         best = {name: float("inf") for name, _, _ in contenders}
         verdict = {}
         for _ in range(repeats):
             # Round robin, so drift of the machine hits every contender alike.
             for name, promised, runner in contenders:
-                gc.collect()
+                _collect_garbage()
+                outputs = []
                 start = time.perf_counter()
-                out = runner(func, n_tasks, token)
-                best[name] = min(best[name], time.perf_counter() - start)
-                ok = len(out) == n_tasks and all((mask & promised) == promised for mask in out)
+                for _ in range(calls):
+                    outputs.append(runner(func, n_tasks, token))
+                best[name] = min(best[name], (time.perf_counter() - start) / calls)
+                ok = all(
+                    len(out) == n_tasks and all((mask & promised) == promised for mask in out)
+                    for out in outputs
+                )
                 verdict[name] = verdict.get(name, True) and ok
         floor = best[contenders[0][0]]
-        print(f"\n{title}")
+        per_run = f"mean of {calls} calls" if calls > 1 else "one call"
+        print(f"\n{title} (seconds per call: {per_run} per run, best of {repeats} runs)")
         print(
             f"{'contender':40} {'seconds':>8} {'us/task':>8} {'ratio':>6}  state seen in every task"
         )
@@ -133,10 +157,36 @@ def run(workloads: list[tuple[str, Callable[..., Any], int, int]], repeats: int)
             )
 
 
+def _calls_per_run(
+    floor: Callable[[Callable[..., Any], int, str], list[int]],
+    func: Callable[..., Any],
+    n_tasks: int,
+    token: str,
+) -> int:
+    """How many calls make a timed run of at least MIN_RUN seconds of plain joblib.
+
+    joblib's calling thread looks for finished batches every 10 ms, so one short call lasts a
+    whole number of those periods: a call of 15 ms of work takes 20 ms or 30 ms depending
+    on where the periods fall. Averaging over several calls per run, as timeit does, keeps
+    that rounding from deciding the ratio.
+    """
+    _collect_garbage()
+    start = time.perf_counter()
+    floor(func, n_tasks, token)
+    once = time.perf_counter() - start
+    return max(1, math.ceil(MIN_RUN / once))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer tasks and repeats")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per contender")
+    parser.add_argument(
+        "--number",
+        type=int,
+        default=0,
+        help="calls per timed run (default: enough for 0.25 s of plain joblib)",
+    )
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     workloads = [
@@ -149,7 +199,7 @@ def main() -> None:
         ),
         (f"{200 // scale:,} tasks of 5 ms", bench_tasks.busy, 200 // scale, 64),
     ]
-    run(workloads, 1 if args.quick else args.repeats)
+    run(workloads, 1 if args.quick else args.repeats, 1 if args.quick else args.number)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,27 @@ def test_state_changes_between_calls_reach_the_same_workers(process_backend: str
 
 
 @pytest.mark.timeout(60)
+def test_a_generator_finished_by_a_second_call_gets_the_second_calls_state() -> None:
+    """Tasks pulled from one generator object by two calls: each call's tasks carry the
+    state of the call that pulls them, also on the threads that pulled for the first call."""
+    _register_value()
+    tasks = (parallel.delayed(_state.report)(i, 0.002) for i in range(60))
+    first = joblib.Parallel(n_jobs=N_JOBS, batch_size=1, return_as="generator")
+    _state.set_value("first")
+    output = first(tasks)
+    early = [next(output) for _ in range(5)]
+    with warnings.catch_warnings():
+        # joblib reports the results it computed for nothing; not what this test is about.
+        warnings.simplefilter("ignore", UserWarning)
+        output.close()  # abandon the first call with tasks left in the generator
+    _state.set_value("second")
+    rest = joblib.Parallel(n_jobs=N_JOBS, batch_size=1)(tasks)
+    assert _values(early) == {"first"}
+    assert rest and _values(rest) == {"second"}
+    assert first is not None  # the first Parallel stays alive throughout
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", ["nested setter", "lambdas"])
 def test_nested_setters_and_lambdas_work_on_every_backend(process_backend: str, kind: str) -> None:
     if kind == "lambdas":

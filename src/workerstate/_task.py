@@ -221,9 +221,17 @@ def _is_dask(backend: Any) -> bool:
 
 
 class _Binding(threading.local):
-    """The snapshot that :class:`workerstate.parallel.Parallel` is binding tasks to, per thread."""
+    """Per thread: what tells a task being made which call it belongs to, without a lookup.
+
+    ``snapshot`` is set while :class:`workerstate.parallel.Parallel` pulls a task. ``parallel``
+    is a weak reference to the ``joblib.Parallel`` whose generator this thread last pulled a
+    task from: reading the dispatching frame's locals costs more than a microsecond on
+    Python < 3.13, so a task pulled from the same generator object while that call runs
+    takes the call's snapshot from it instead.
+    """
 
     snapshot: Snapshot | None = None
+    parallel: weakref.ReferenceType[joblib.Parallel] | None = None
 
 
 #: Set while ``workerstate.parallel.Parallel`` pulls a task from the caller's iterable, on
@@ -294,17 +302,35 @@ class DelayedFunction:
         self.function = function
 
     def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
-        snapshot = BINDING.snapshot
+        binding = BINDING
+        snapshot = binding.snapshot
         if snapshot is None:
-            # The common case inlined: a generator expression that joblib is pulling, whose
-            # resumer is Parallel.dispatch_one_batch of a call that already has its snapshot.
+            # The common case inlined: a generator that joblib is pulling for a call that
+            # already has its snapshot. The generator being run must be the call's own
+            # iterator, so the snapshot is the one of the call that is pulling it.
             caller = _getframe(1)
-            frame = caller.f_back
-            if frame is not None and frame.f_code is _DISPATCH_CODE:
-                state = frame.f_locals["self"].__dict__
-                record = state.get(_CALL_KEY)
-                if record is not None and record[0] == state.get("_call_id"):
-                    snapshot = record[1]
+            ref = binding.parallel
+            parallel = None if ref is None else ref()
+            if parallel is not None:
+                state = parallel.__dict__
+                # joblib leaves _original_iterator set when a call is abandoned: the call
+                # must still be running.
+                if getattr(
+                    state.get("_original_iterator"), "gi_frame", None
+                ) is caller and state.get("_running"):
+                    record = state.get(_CALL_KEY)
+                    if record is not None and record[0] == state.get("_call_id"):
+                        snapshot = record[1]
+            if snapshot is None:
+                frame = caller.f_back
+                if frame is not None and frame.f_code is _DISPATCH_CODE:
+                    parallel = frame.f_locals["self"]
+                    state = parallel.__dict__
+                    record = state.get(_CALL_KEY)
+                    if record is not None and record[0] == state.get("_call_id"):
+                        snapshot = record[1]
+                        if getattr(state.get("_original_iterator"), "gi_frame", None) is caller:
+                            binding.parallel = weakref.ref(parallel)
             if snapshot is None:
                 snapshot = snapshot_for_new_task(caller)
         function = self.function
