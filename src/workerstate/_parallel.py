@@ -37,7 +37,10 @@ class _BoundTasks:
     def __iter__(self) -> Iterator[Any]:
         snapshot = self._snapshot
         binding = BINDING
+        recent = self.recent
         iterator = iter(self._iterable)
+        last_func: Any = None
+        last_call: Any = None
         while True:
             # Tasks that workerstate's delayed makes while the caller's iterable runs take
             # the call's snapshot directly, on whichever thread joblib pulls them.
@@ -48,8 +51,14 @@ class _BoundTasks:
                 return
             finally:
                 binding.snapshot = outer
-            task = rebind(task, snapshot)
-            self.recent.append(task)
+            if type(task) is tuple and len(task) == 3:
+                # One rebind() per run of tasks of the same function.
+                func = task[0]
+                if func is not last_func:
+                    last_func, last_call = func, rebind(task, snapshot)[0]
+                if last_call is not func:
+                    task = (last_call, task[1], task[2])
+            recent.append(task)
             yield task
 
 
