@@ -7,10 +7,11 @@ promises. The contenders take turns, and garbage is collected in the parent and 
 worker before every timed run: otherwise a full collection of what an earlier contender left
 behind (tpcp's per-task closures, above all) lands in whichever run comes next and adds tens
 of milliseconds to it. Collection stays on during a run, so a contender that allocates more
-pays for its own collections. Run:
+pays for its own collections. As with timeit, a timed run repeats the call several times and
+reports the mean per call; the table shows the best of the runs. Run:
 
     python benchmarks/overhead.py            # all workloads
-    python benchmarks/overhead.py --quick    # fewer tasks, for a smoke run
+    python benchmarks/overhead.py --quick    # fewer tasks, one call per run: a smoke run
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ def run(
                 verdict[name] = verdict.get(name, True) and ok
         floor = best[contenders[0][0]]
         per_run = f"mean of {calls} calls" if calls > 1 else "one call"
-        print(f"\n{title} (seconds per call: {per_run} per run, best of {repeats} runs)")
+        runs = f"best of {repeats} runs" if repeats > 1 else "one run"
+        print(f"\n{title} (seconds per call: {per_run} per run, {runs})")
         print(
             f"{'contender':40} {'seconds':>8} {'us/task':>8} {'ratio':>6}  state seen in every task"
         )
