@@ -551,6 +551,9 @@ def test_ctrl_c_during_a_loky_call() -> None:
     _set_parent_state("run-time")
     registry = rh.registry_state()
     timer = threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGINT))
+    # Python's own Ctrl-C handler, also when the suite was started with SIGINT ignored (a
+    # shell's background job is).
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -561,6 +564,7 @@ def test_ctrl_c_during_a_loky_call() -> None:
     finally:
         timer.cancel()
         timer.join()
+        signal.signal(signal.SIGINT, handler)
     rh.record("faults", cases=1, faults=1)
     assert time.monotonic() - started < 4.0  # interrupted, not run to the end (5 s)
     assert rh.registry_state() == registry
