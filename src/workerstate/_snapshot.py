@@ -252,11 +252,7 @@ class Snapshot:
             # than the task.
             if current is value or current is kept:
                 continue
-            try:
-                same = type(current) is type(value) and bool(current == value)
-            except Exception:
-                same = False  # as in _same: elementwise == (NumPy) counts as changed
-            if not same:
+            if not _same(current, value):
                 _set(name, setter, value)
 
     def exit(self, undo: list[Any]) -> None:

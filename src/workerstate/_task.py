@@ -240,7 +240,12 @@ BINDING = _Binding()
 
 
 def snapshot_for_new_task(frame: Any) -> Snapshot:
-    """The snapshot for a task being made in ``frame`` (the code that calls ``delayed``)."""
+    """The snapshot for a task being made in ``frame`` (the code that calls ``delayed``).
+
+    When ``frame`` is the running call's own generator, this thread remembers the call in
+    ``BINDING.parallel``, so the generator's next tasks skip this lookup.
+    """
+    caller = frame
     for _ in range(_MAX_FRAMES):
         if frame is None:
             break
@@ -250,8 +255,12 @@ def snapshot_for_new_task(frame: Any) -> Snapshot:
             state = parallel.__dict__
             record = state.get(_CALL_KEY)
             if record is not None and record[0] == state.get("_call_id"):
-                return record[1]  # type: ignore[no-any-return]
-            return _first_task_of_call(parallel, frame)
+                snapshot: Snapshot = record[1]
+            else:
+                snapshot = _first_task_of_call(parallel, frame)
+            if getattr(state.get("_original_iterator"), "gi_frame", None) is caller:
+                BINDING.parallel = weakref.ref(parallel)
+            return snapshot
         if code is _SEQUENTIAL_CODE:
             break
         frame = frame.f_back
@@ -321,16 +330,6 @@ class DelayedFunction:
                     record = state.get(_CALL_KEY)
                     if record is not None and record[0] == state.get("_call_id"):
                         snapshot = record[1]
-            if snapshot is None:
-                frame = caller.f_back
-                if frame is not None and frame.f_code is _DISPATCH_CODE:
-                    parallel = frame.f_locals["self"]
-                    state = parallel.__dict__
-                    record = state.get(_CALL_KEY)
-                    if record is not None and record[0] == state.get("_call_id"):
-                        snapshot = record[1]
-                        if getattr(state.get("_original_iterator"), "gi_frame", None) is caller:
-                            binding.parallel = weakref.ref(parallel)
             if snapshot is None:
                 snapshot = snapshot_for_new_task(caller)
         function = self.function
