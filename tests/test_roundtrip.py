@@ -14,7 +14,7 @@ import pytest
 
 from tests import _roundtrip_helpers as rt
 from tests._helpers import N_JOBS, ONE_FAILING_TASK
-from workerstate import parallel
+from workerstate import _warnings, parallel
 from workerstate._registry import side_channels
 
 PROCESS_BACKENDS = ("loky", "multiprocessing", "dask")
@@ -147,6 +147,40 @@ def test_a_thousand_tasks_lose_and_duplicate_nothing(caplog: pytest.LogCaptureFi
 
 
 @pytest.mark.timeout(60)
+def test_the_worker_hook_outlives_filter_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Restoring filters with catch_warnings (Python 3.14's context-aware warnings) puts back
+    the showwarning found on entry; the worker's hook installed inside stays, a task's own
+    replacement does not."""
+    monkeypatch.setattr(_warnings, "_kept_showwarning", None)
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    original = warnings.showwarning
+
+    def hook(*args: Any) -> None:
+        original(*args)
+
+    def tasks_own(*args: Any) -> None:
+        original(*args)
+
+    first = warnings.catch_warnings()
+    first.__enter__()
+    _warnings.keep_showwarning(hook)  # the first task of a worker installs it
+    _warnings.uninstall_filters(first)
+    assert warnings.showwarning is hook
+    second = warnings.catch_warnings()
+    second.__enter__()
+    warnings.showwarning = tasks_own
+    _warnings.uninstall_filters(second)
+    assert warnings.showwarning is hook
+    # A task that installs its own function before the hook was ever set keeps nothing of it.
+    monkeypatch.setattr(_warnings, "_kept_showwarning", None)
+    warnings.showwarning = original
+    last = warnings.catch_warnings()
+    last.__enter__()
+    warnings.showwarning = tasks_own
+    _warnings.uninstall_filters(last)
+    assert warnings.showwarning is original
+
+
 def test_threading_backend_duplicates_nothing(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="tests.roundtrip")
     with warnings.catch_warnings(record=True) as caught:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
+from . import _warnings
 from ._registry import side_channels
 
 __all__ = ["Envelope", "Gathering", "reissue_from", "unwrap", "unwrapping"]
@@ -151,7 +152,7 @@ def _install_hooks() -> None:
         if _hooks_pid == os.getpid():
             return
         if not isinstance(warnings.showwarning, _WarningRouter):
-            warnings.showwarning = _WarningRouter(warnings.showwarning)
+            _warnings.keep_showwarning(_WarningRouter(warnings.showwarning))
         if not any(isinstance(h, _LogRouter) for h in logging.root.handlers):
             # A forked worker inherits the parent's handlers; they must not print a record
             # that also goes back to the parent, or it would appear twice.

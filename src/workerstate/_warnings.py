@@ -15,7 +15,13 @@ import threading
 import warnings
 from typing import Any
 
-__all__ = ["FilterState", "capture_filters", "install_filters", "lazy_category"]
+__all__ = [
+    "FilterState",
+    "capture_filters",
+    "install_filters",
+    "keep_showwarning",
+    "lazy_category",
+]
 
 # (action, message pattern, message flags, category, module pattern, module flags, lineno);
 # category is a builtin class or a (module, qualname) pair.
@@ -162,6 +168,23 @@ def live_filters(state: FilterState) -> list[tuple[Any, ...]]:
     return live
 
 
+# The process-wide ``warnings.showwarning`` hook and the function it replaced. Leaving a
+# ``catch_warnings`` block puts back the ``showwarning`` found on entering it, which predates a
+# hook installed inside the block (by the first task a worker runs); that hook must stay.
+_kept_showwarning: tuple[Any, Any] | None = None
+
+
+def keep_showwarning(hook: Any) -> None:
+    """Make ``hook`` ``warnings.showwarning`` for the rest of the process.
+
+    Restoring the filters afterwards keeps it, unless what was restored is another function
+    than the one ``hook`` replaced (a task's own change is still undone).
+    """
+    global _kept_showwarning
+    _kept_showwarning = (warnings.showwarning, hook)
+    warnings.showwarning = hook
+
+
 def install_filters(live: list[tuple[Any, ...]]) -> Any:
     """Make ``live`` the active filters; return a token for :func:`uninstall_filters`.
 
@@ -196,6 +219,9 @@ def uninstall_filters(token: Any) -> None:
     """Undo :func:`install_filters`."""
     if isinstance(token, warnings.catch_warnings):
         token.__exit__(None, None, None)
+        kept = _kept_showwarning
+        if kept is not None and warnings.showwarning is kept[0]:
+            warnings.showwarning = kept[1]
         return
     prior, content = token
     if content is not None:
