@@ -61,6 +61,16 @@ def run_python(code: str, tmp_path: Path) -> Any:
     return json.loads(done.stdout.splitlines()[-1])
 
 
+# What the standard pickle raises for a function or class defined inside a function.
+LOCAL_OBJECT_ERROR: tuple[type[Exception], str] = (
+    (pickle.PicklingError, "Can't pickle local object")
+    if sys.version_info >= (3, 14)
+    else (AttributeError, "Can't get local object")
+    if sys.version_info >= (3, 13)
+    else (AttributeError, "Can't pickle local object")
+)
+
+
 def joblib_error(tasks: list[Any], **kwargs: Any) -> BaseException:
     """The exception that a real joblib call over ``tasks`` raises."""
     kwargs.setdefault("n_jobs", 2)
@@ -112,7 +122,7 @@ def test_instance_of_a_class_defined_in_a_function() -> None:
     assert fields(report) == (True, False, True, "value.item", "local_class")
     assert report.type_name is not None and "<locals>.Local" in report.type_name
     assert "module level" in flat(report)
-    with pytest.raises(AttributeError, match="local object"):
+    with pytest.raises(LOCAL_OBJECT_ERROR[0], match=LOCAL_OBJECT_ERROR[1]):
         pickle.dumps(Local())
 
 
@@ -381,6 +391,61 @@ def test_explains_lambda_on_the_multiprocessing_backend() -> None:
     assert "threading backend" in flat(locked)
     # loky sends the same tasks by value: nothing to explain there.
     assert joblib.Parallel(n_jobs=2)(tasks) == [0, 2, 4]
+
+
+# Every wording of "cannot be pickled" that Python 3.10-3.14 and cloudpickle use.
+PICKLER_ERRORS = [
+    pickle.PicklingError("Could not pickle the task to send it to the workers."),  # loky
+    pickle.PicklingError("Can't pickle <function <lambda>>: attribute lookup <lambda> failed"),
+    pickle.PicklingError("Can't pickle local object <function f.<locals>.g>"),  # 3.14
+    AttributeError("Can't pickle local object 'f.<locals>.g'"),  # up to 3.12
+    AttributeError("Can't get local object 'f.<locals>.g'"),  # 3.13
+    TypeError("cannot pickle '_thread.lock' object"),
+    TypeError("cannot pickle 'TextIOWrapper' instances"),
+]
+
+
+@pytest.mark.parametrize("cause", PICKLER_ERRORS, ids=lambda exc: f"{type(exc).__name__}: {exc}")
+def test_every_wording_of_a_pickling_failure_is_explained(cause: BaseException) -> None:
+    error = explain_pickling_error(cause, [(len, (threading.Lock(),), {})])
+    assert error is not None and error.report is not None
+    assert error.report.trap == "lock"
+    assert error.__cause__ is cause
+
+
+def _local_objects() -> dict[str, tuple[Any, Any, str]]:
+    """Per name: a task function, its argument and the trap the standard pickle meets."""
+
+    class Local:
+        pass
+
+    def nested(x: int) -> int:
+        return x
+
+    return {
+        "lambda": (lambda x: x, 1, "lambda"),
+        "nested_function": (nested, 1, "lambda"),
+        "local_class_instance": (helpers.length, [Local()], "local_class"),
+        "lock": (helpers.length, [threading.Lock()], "lock"),
+    }
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", ["loky", "multiprocessing"])
+@pytest.mark.parametrize("name", list(_local_objects()))
+def test_explains_what_the_backend_cannot_pickle(backend: str, name: str) -> None:
+    """Whatever the running Python raises for it, the task error gets its explanation."""
+    func, arg, trap = _local_objects()[name]
+    tasks = [joblib.delayed(func)(arg)]
+    if backend == "loky" and trap != "lock":
+        # cloudpickle sends functions and classes defined in a function by value.
+        assert joblib.Parallel(n_jobs=2, backend=backend)(tasks) == [func(arg)]
+        return
+    exc = joblib_error(tasks, backend=backend)
+    error = explain_pickling_error(exc, tasks)
+    assert error is not None and error.report is not None
+    assert error.report.trap == trap
+    assert error.__cause__ is exc
 
 
 @pytest.mark.timeout(60)

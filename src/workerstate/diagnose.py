@@ -373,9 +373,17 @@ def _chain(exc: BaseException) -> Iterable[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+# How the standard pickle and cloudpickle word a failure when the error is not a
+# PicklingError: "cannot pickle '_thread.lock' object" (TypeError), "Can't pickle local
+# object" (AttributeError up to Python 3.12) and "Can't get local object" (AttributeError on
+# Python 3.13; 3.14 raises PicklingError instead).
+_PICKLING_WORDS = ("pickl", "can't get local object")
+
+
 def _is_pickling_error(exc: BaseException) -> bool:
     return any(
-        isinstance(error, pickle.PicklingError) or "pickl" in str(error).lower()
+        isinstance(error, pickle.PicklingError)
+        or any(word in str(error).lower() for word in _PICKLING_WORDS)
         for error in _chain(exc)
     )
 
