@@ -141,12 +141,24 @@ def assume_finite() -> bool:
 BOOM = "boom"
 
 
+def active_filters() -> list[Any]:
+    """The warning filters :mod:`warnings` consults here.
+
+    Python 3.14 with context-aware warnings keeps them in a context variable, read through a
+    private accessor; ``warnings.filters`` is then not what applies.
+    """
+    getter = getattr(warnings, "_get_filters", None)
+    if getter is not None and getattr(sys.flags, "context_aware_warnings", False):
+        return list(getter())
+    return list(warnings.filters)
+
+
 def boom_filter_active() -> bool:
     """Whether the filters turn ``UserWarning("boom")`` raised here into an error.
 
     Matches the filters the way :mod:`warnings` does, without warning.
     """
-    for action, message, category, module, lineno in warnings.filters:
+    for action, message, category, module, lineno in active_filters():
         if message is not None and not re.compile(message).match(BOOM):
             continue
         if not issubclass(UserWarning, category):
@@ -187,7 +199,7 @@ def filters_summary() -> list[tuple[Any, ...]]:
             getattr(module, "pattern", module),
             lineno,
         )
-        for action, message, category, module, lineno in warnings.filters
+        for action, message, category, module, lineno in active_filters()
     ]
 
 
