@@ -102,6 +102,21 @@ def setup_parent_only() -> None:
     SETTINGS["level"] = PARENT_LEVEL
 
 
+def _apply_patch(value: Any) -> None:
+    SETTINGS["patched"] = True
+
+
+def setup_captured() -> None:
+    """tpcp's pattern and a callback that returns the value it captured: both deliver, but
+    neither can read the worker's own state back."""
+    setup_healthy()
+    parallel.register_global_parallel_callback(lambda: (None, _apply_patch), name="patch")
+    captured = {"level": PARENT_LEVEL}
+    parallel.register_global_parallel_callback(
+        lambda value=captured: (value, set_settings), name="captured"
+    )
+
+
 # -- objects for the pickling traps -----------------------------------------------------------
 class Model:
     """An importable class whose instances hold a lock."""

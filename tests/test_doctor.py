@@ -104,6 +104,18 @@ def test_callback_that_fails_in_a_fresh_worker() -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     broken = section(done.stdout, "Callback 'parent-only'")
     assert "PROBLEM the callback raises in a fresh worker: LookupError" in broken
+    assert "the worker keeps the parent's state" in broken
+
+
+def test_callbacks_that_cannot_read_the_worker_state() -> None:
+    done = doctor("--module", f"{HELPERS}:setup_captured")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "PROBLEM" not in section(done.stdout, "Callback 'settings'")
+    for name, returned in (("patch", "None"), ("captured", "a value it captured")):
+        flagged = section(done.stdout, f"Callback '{name}'")
+        assert f"PROBLEM the callback returns {returned}, not the state it reads" in flagged
+        assert "workers keep the parent's state after the tasks" in flagged
+    assert "Return the live state the setter changes" in section(done.stdout, "Advice")
 
 
 def test_module_that_does_not_import_and_no_callbacks() -> None:

@@ -449,7 +449,35 @@ def _static_checks(check: _Callback) -> None:
                 f"the value pickles to {sizes[0] / 1e6:.1f} MB: every Parallel call that "
                 f"changes it pickles it again, and every worker loads it",
             )
+    if ok and _reads_nothing_live(check.callback, check.value):
+        section.add(
+            "PROBLEM",
+            "the callback returns "
+            + ("None" if check.value is None else "a value it captured")
+            + ", not the state it reads: its value arrives (the setter runs in every "
+            "worker), but the worker's own value cannot be read back, so workers keep the "
+            "parent's state after the tasks",
+            advice="Return the live state the setter changes (e.g. `return get_config(), "
+            "set_config_from_dict`, or the current value of the patched attribute), so the "
+            "worker's own state can be read before a task and put back after it.",
+        )
     check.usable = ok
+
+
+def _reads_nothing_live(callback: Any, value: Any) -> bool:
+    """Whether ``callback`` returns ``None`` or an object it holds itself (a default
+    argument or a closure cell), which it returns in a worker too, whatever the state."""
+    if value is None:
+        return True
+    func = getattr(callback, "__func__", callback)
+    held = [*(getattr(func, "__defaults__", None) or ())]
+    held += list((getattr(func, "__kwdefaults__", None) or {}).values())
+    for cell in getattr(func, "__closure__", None) or ():
+        try:
+            held.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            continue
+    return any(obj is value for obj in held)
 
 
 def _trap_title(trap: str) -> str:
@@ -503,11 +531,13 @@ def _live_checks(checks: list[_Callback], n_jobs: int, backend: str, workers: Se
                 if outcome[0] == "error":
                     check.section.add(
                         "PROBLEM",
-                        f"the callback raises in a fresh worker: {outcome[1]}",
+                        f"the callback raises in a fresh worker: {outcome[1]}; its value is "
+                        "still set for the tasks, but the worker's own state cannot be read, "
+                        "so the worker keeps the parent's state after them",
                         advice="workerstate calls the callback in the worker too, to read the "
-                        "state to restore after each task: it must work in a new process, "
-                        "before anything was set (import what it needs inside it, and "
-                        "fall back to a default).",
+                        "state to restore after each task: make it read state that exists in "
+                        "a new process, before anything was set (import what it needs inside "
+                        "it, and fall back to a default).",
                     )
                     break
                 check.fresh[result["pid"]] = outcome[1]

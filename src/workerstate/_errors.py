@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import pickle
 
-__all__ = ["CallbackError", "SetterError", "StatePicklingError", "WorkerStateError"]
+__all__ = [
+    "CallbackError",
+    "SetterError",
+    "StatePicklingError",
+    "StateRestoreWarning",
+    "WorkerStateError",
+]
 
 
 class WorkerStateError(Exception):
@@ -35,4 +41,13 @@ class SetterError(WorkerStateError, RuntimeError):
 
     The original exception is chained as ``__cause__``; after a trip through a process pool
     its traceback appears in the message that joblib shows.
+    """
+
+
+class StateRestoreWarning(RuntimeWarning):
+    """A worker keeps the parent's state after a task because its own could not be read.
+
+    Issued in the parent, once per call and callback, when a callback raised while it was
+    called in a worker to read the worker's own state. The tasks ran with the parent's
+    value; the message names the callback, the exception and the fix.
     """

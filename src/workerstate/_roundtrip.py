@@ -20,11 +20,13 @@ import os
 import sys
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _warnings
+from ._errors import StateRestoreWarning
 from ._registry import side_channels
 
 __all__ = ["Envelope", "Gathering", "reissue_from", "unwrap", "unwrapping"]
@@ -35,18 +37,32 @@ _ATTRIBUTE = "_workerstate_gathered"
 class Envelope:
     """A task's result with what it sent back."""
 
-    __slots__ = ("records", "result", "side", "warnings")
+    __slots__ = ("notes", "records", "result", "side", "warnings")
 
     def __init__(
-        self, result: Any, warnings: list[Any], records: list[Any], side: list[Any]
+        self,
+        result: Any,
+        warnings: list[Any],
+        records: list[Any],
+        side: list[Any],
+        notes: tuple[Note, ...] = (),
     ) -> None:
         self.result = result
         self.warnings = warnings
         self.records = records
         self.side = side
+        self.notes = notes
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return Envelope, (self.result, self.warnings, self.records, self.side)
+        return Envelope, (self.result, self.warnings, self.records, self.side, self.notes)
+
+
+class Note(NamedTuple):
+    """workerstate's own word to the parent about a call: its snapshot, callback, message."""
+
+    token: str
+    name: str
+    message: str
 
 
 class _Current(threading.local):
@@ -207,6 +223,7 @@ class Gathering:
             )
         if gatherer is False:
             return self.func(*args, **kwargs)
+        notes = self._take_notes()
         current = _CURRENT
         outer = current.gathering
         current.gathering = gatherer  # type: ignore[assignment]
@@ -217,12 +234,22 @@ class Gathering:
             raise
         finally:
             current.gathering = outer
-        if gatherer.warnings or gatherer.records:  # type: ignore[union-attr]
+        if gatherer.warnings or gatherer.records or notes:  # type: ignore[union-attr]
             gathered_warnings, records = gatherer.take()  # type: ignore[union-attr]
-            return Envelope(result, gathered_warnings, records, [])
+            return Envelope(result, gathered_warnings, records, [], notes)
         return result
 
+    def _take_notes(self) -> tuple[Note, ...]:
+        # Written while the state was installed for this task, before it ran.
+        pending = self.snapshot.notes
+        if not pending:
+            return ()
+        notes = tuple(pending)
+        pending.clear()
+        return notes
+
     def _with_side_channels(self, args: Any, kwargs: Any, gatherer: _Gatherer | None) -> Any:
+        notes = self._take_notes() if gatherer is not None else ()
         current = _CURRENT
         outer = current.gathering
         current.gathering = gatherer
@@ -247,8 +274,8 @@ class Gathering:
         finally:
             current.gathering = outer
         gathered_warnings, records = gatherer.take() if gatherer is not None else ([], [])
-        if gathered_warnings or records or side:
-            return Envelope(result, gathered_warnings, records, side)
+        if gathered_warnings or records or side or notes:
+            return Envelope(result, gathered_warnings, records, side, notes)
         return result
 
 
@@ -289,10 +316,28 @@ def _registry_for(filename: str) -> dict[Any, Any]:
     return _registries.setdefault(filename, {})
 
 
+_noted: OrderedDict[tuple[str, str], None] = OrderedDict()
+_NOTED_KEPT = 1024
+
+
+def _report(notes: tuple[Note, ...]) -> None:
+    # Every worker of a call may send the same note: the parent warns once per call.
+    for note in notes:
+        key = (note.token, note.name)
+        if key in _noted:
+            continue
+        _noted[key] = None
+        if len(_noted) > _NOTED_KEPT:
+            _noted.popitem(last=False)
+        warnings.warn(note.message, StateRestoreWarning, stacklevel=4)
+
+
 def unwrap(result: Any) -> Any:
     """The task's own result; re-issue and merge what came back with it."""
     if type(result) is not Envelope:
         return result
+    if result.notes:
+        _report(result.notes)
     _reissue(result.warnings, result.records)
     for name, data in result.side:
         try:

@@ -10,6 +10,8 @@ snapshots by token, so a batch whose snapshot a worker already holds costs a dic
 from __future__ import annotations
 
 import contextlib
+import enum
+import math
 import os
 import pickle
 import shutil
@@ -18,13 +20,15 @@ import tempfile
 import threading
 import types
 import uuid
+import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from . import _warnings
-from ._errors import CallbackError, SetterError, StatePicklingError
+from ._errors import CallbackError, SetterError, StatePicklingError, StateRestoreWarning
 from ._pickling import describe_failure, find_unpicklable
 from ._registry import (
     BUSY,
@@ -33,6 +37,7 @@ from ._registry import (
     running_callbacks,
     side_channels,
 )
+from ._roundtrip import Note
 
 __all__ = ["Snapshot", "active_snapshot", "capture"]
 
@@ -65,6 +70,7 @@ class Snapshot:
         "entries",
         "filters",
         "local_workers",
+        "notes",
         "pid",
         "remote",
         "side",
@@ -102,6 +108,9 @@ class Snapshot:
         self._live_filters: list[tuple[Any, ...]] | None = None
         # The arguments of _load_snapshot while the payload is still to be fetched.
         self._pending: tuple[Any, ...] | None = None
+        # In a worker: messages for the parent about state that stays behind (see
+        # _note_unreadable), sent back with the next result of a collecting call.
+        self.notes: list[Note] = []
         # The last (func, StatefulCall) pair made for this snapshot; see _task.bind.
         self.calls: tuple[Any, Any] = (None, None)
 
@@ -173,114 +182,118 @@ class Snapshot:
             live = self._live_filters = _warnings.live_filters(self.filters)
         return live
 
-    def enter(self) -> list[Any]:
+    def enter(self) -> Undo:
         """Install this state; return what :meth:`exit` needs to undo it.
 
-        A setter runs only when the worker does not already hold the value; in that case the
-        undo re-reads the state after the task and restores it only if the task changed it.
+        In a worker process every setter runs, whatever the callback returns there: the
+        worker-side call only reads what to put back after the task. In the parent's own
+        process (pool threads, ``n_jobs=1``) a setter is skipped only when the very object
+        it would install is in place already.
         """
         if self._pending is not None:
             self._resolve()
         with running_callbacks():
             return self._enter()
 
-    def _enter(self) -> list[Any]:
-        undo: list[Any] = [_warnings.install_filters(self.live_filters())]
+    def _enter(self) -> Undo:
+        undo = Undo(_warnings.install_filters(self.live_filters()), [])
         _ACTIVE.stack.append(self)
+        in_parent = self.pid == os.getpid()
         try:
             for name, value, setter, callback in self.entries:
-                current, restore = _read(name, callback)
-                if current is value or _same(current, value):
-                    with _INSTALLED_LOCK:
-                        record = _INSTALLED.get(name)
-                        if record is not None and record[0] is value:
-                            # Installed by a task of the same call still running on another
-                            # thread of this process: the last of them restores.
-                            record[3] += 1
-                            undo.append((name, callback, current, restore, _SHARED))
-                            continue
-                    undo.append((name, callback, current, restore, _SKIPPED))
-                    continue
-                _set(name, setter, value)
-                with _INSTALLED_LOCK:
-                    if name in _INSTALLED:
-                        mode = _PRIVATE  # thread-local state, installed per thread
-                    else:
-                        _INSTALLED[name] = [value, current, restore, 1]
-                        mode = _RECORDED
-                undo.append((name, callback, current, restore, mode))
+                undo.steps.append(self._install_one(name, value, setter, callback, in_parent))
         except BaseException:
             self.exit(undo)
             raise
         return undo
+
+    def _install_one(
+        self,
+        name: str,
+        value: Any,
+        setter: Callable[[Any], Any],
+        callback: Callable[[], Any],
+        in_parent: bool,
+    ) -> Step:
+        try:
+            current, restore = _read(name, callback)
+        except SetterError as exc:
+            # The state is delivered all the same; only the worker's own state cannot be
+            # known, so it cannot be put back after the task.
+            _set(name, setter, value)
+            _note_unreadable(self, name, exc.__cause__ or exc)
+            return Step(name, callback, None, setter, Mode.UNREAD)
+        if current is value:
+            with _INSTALLED_LOCK:
+                installed = _INSTALLED.get(name)
+                if installed is not None and installed.value is value:
+                    # Installed by a task of the same call still running on another thread
+                    # of this process: the last of them restores.
+                    installed.count += 1
+                    return Step(name, callback, current, restore, Mode.SHARED)
+            if in_parent:
+                return Step(name, callback, current, restore, Mode.SKIPPED)
+        _set(name, setter, value)
+        with _INSTALLED_LOCK:
+            if name in _INSTALLED:
+                return Step(name, callback, current, restore, Mode.PRIVATE)  # thread-local
+            _INSTALLED[name] = Installed(value, current, restore)
+        return Step(name, callback, current, restore, Mode.RECORDED)
 
     def _resolve(self) -> None:
         token, ref, functions, restores, _ = self._pending  # type: ignore[misc]
         _fill(self, _load_payload(token, ref), functions, restores)
         self._pending = None
 
-    def watch(self, undo: list[Any]) -> tuple[tuple[Any, ...], ...]:
+    def watch(self, undo: Undo) -> tuple[Watched, ...]:
         """What :meth:`refresh` checks between the tasks under one :meth:`enter`.
 
-        Per callback: the callback, the snapshot's value, a second object that also counts
-        as unchanged (the worker's own value when it already equalled the snapshot's), the
-        name and the setter. Built once per batch, so each task reads a flat tuple.
+        Built once per batch, so each task reads a flat tuple.
         """
         return tuple(
-            (callback, value, before if mode in (_SKIPPED, _SHARED) else value, name, setter)
-            for (name, value, setter, callback), (_, _, before, _, mode) in zip(
-                self.entries, undo[1:], strict=True
-            )
+            Watched(callback, value, name, setter, step.mode is not Mode.UNREAD)
+            for (name, value, setter, callback), step in zip(self.entries, undo.steps, strict=True)
         )
 
-    def refresh(self, undo: list[Any], watch: tuple[tuple[Any, ...], ...]) -> None:
+    def refresh(self, undo: Undo, watch: tuple[Watched, ...]) -> None:
         """Between two tasks under one :meth:`enter`: put back what the last task changed.
 
-        This runs before every task but the first of a batch, so it only reads and compares;
-        a setter runs only for state that the previous task changed. ``watch`` is what
-        :meth:`watch` returned for ``undo``.
+        This runs before every task but the first of a batch. A value counts as unchanged
+        only when it is the very object that was installed or strictly equal to it (same
+        types, key order and float signs); anything else, and a callback that cannot be
+        read here, is set again. ``watch`` is what :meth:`watch` returned for ``undo``.
         """
         live = self._live_filters
         if live is not None and not _warnings.filters_equal(live):
-            undo[0] = _warnings.reinstall_filters(live, undo[0])
-        for callback, value, kept, name, setter in watch:
-            try:
-                current = callback()[0]
-            except BaseException as exc:
-                raise _read_error(name, exc) from exc
-            # Identity first: comparing a large value by == before every task would cost more
-            # than the task.
-            if current is value or current is kept:
-                continue
-            if not _same(current, value):
-                _set(name, setter, value)
+            undo.filters = _warnings.reinstall_filters(live, undo.filters)
+        for callback, value, name, setter, readable in watch:
+            if readable:
+                try:
+                    current = callback()[0]
+                except Exception:
+                    current = _UNKNOWN
+                # Identity first: comparing a large value before every task would cost
+                # more than the task.
+                if current is value or strictly_equal(current, value) is True:
+                    continue
+            _set(name, setter, value)
 
-    def exit(self, undo: list[Any]) -> None:
+    def exit(self, undo: Undo) -> None:
         """Restore the state that :meth:`enter` found, in reverse order."""
         with running_callbacks():
             self._exit(undo)
 
-    def _exit(self, undo: list[Any]) -> None:
+    def _exit(self, undo: Undo) -> None:
         failure: BaseException | None = None
         try:
-            for i in range(len(undo) - 1, 0, -1):
-                name, callback, before, restore, mode = undo[i]
+            for index in range(len(undo.steps) - 1, -1, -1):
+                step = undo.steps[index]
                 try:
-                    if mode == _SKIPPED:
-                        # The value was already in place; undo only what the task changed.
-                        after, _ = _read(name, callback)
-                        if after is before or _same(after, before):
-                            continue
-                    elif mode != _PRIVATE:
-                        record = _release_record(name, self.entries[i - 1][1])
-                        if record is None:
-                            continue  # another task of the call is still running here
-                        before, restore = record
-                    restore(before)
+                    _restore_one(step, self.entries[index][1])
                 except Exception as exc:
                     # Restore the others all the same; report the first failure.
                     if failure is None:
-                        failure = _restore_error(name, exc)
+                        failure = _restore_error(step.name, exc)
                         failure.__cause__ = exc
         finally:
             stack = _ACTIVE.stack
@@ -288,30 +301,129 @@ class Snapshot:
                 stack.pop()
             elif self in stack:
                 stack.remove(self)
-            _warnings.uninstall_filters(undo[0])
+            _warnings.uninstall_filters(undo.filters)
         if failure is not None:
             raise failure
 
 
-# How each entry of an undo list was installed.
-_SKIPPED, _RECORDED, _PRIVATE, _SHARED = 0, 1, 2, 3
-# Process-global state installed by running tasks, so that concurrent tasks of one call on
-# several threads of a worker (dask, the threading backend) restore it only when the last
-# one ends: name -> [value, state before the first task, its restore, tasks running].
-_INSTALLED: dict[str, list[Any]] = {}
+class Mode(enum.IntEnum):
+    """How one callback's state was installed for a task, which says how to undo it."""
+
+    #: In the parent's own process the very object was in place: nothing was set, and
+    #: only what the task changes is undone.
+    SKIPPED = 0
+    #: Set by the first task of the call in this process; restored when the last one ends.
+    RECORDED = 1
+    #: Set on a thread whose state is its own (thread-local state); restored by this task.
+    PRIVATE = 2
+    #: Installed by a task of the same call still running on another thread of this process.
+    SHARED = 3
+    #: Set, but the callback could not be read here, so nothing can be put back.
+    UNREAD = 4
+
+
+class Step(NamedTuple):
+    """What installing one callback's state for a task found, and how to undo it."""
+
+    name: str
+    callback: Callable[[], Any]
+    before: Any
+    restore: Callable[[Any], Any]
+    mode: Mode
+
+
+@dataclass
+class Undo:
+    """What :meth:`Snapshot.exit` needs: the filters to take off and one step per callback."""
+
+    filters: Any
+    steps: list[Step]
+
+
+class Watched(NamedTuple):
+    """What :meth:`Snapshot.refresh` checks for one callback between the tasks of a batch."""
+
+    callback: Callable[[], Any]
+    value: Any
+    name: str
+    setter: Callable[[Any], Any]
+    readable: bool
+
+
+@dataclass
+class Installed:
+    """Process-global state installed by running tasks of one call."""
+
+    value: Any
+    before: Any
+    restore: Callable[[Any], Any]
+    count: int = 1
+
+
+# Concurrent tasks of one call on several threads of a process (dask, the threading
+# backend) restore process-global state only when the last one ends.
+_INSTALLED: dict[str, Installed] = {}
 _INSTALLED_LOCK = threading.Lock()
+# Never the same object as any state, so a callback that cannot be read counts as changed.
+_UNKNOWN = object()
 
 
-def _release_record(name: str, value: Any) -> tuple[Any, Callable[[Any], Any]] | None:
+def _restore_one(step: Step, value: Any) -> None:
+    mode = step.mode
+    if mode is Mode.UNREAD:
+        return
+    if mode is Mode.SKIPPED:
+        # Nothing was set; undo only what the task changed. In the parent's process the
+        # object in place is compared by identity, never by equality.
+        after, _ = _read(step.name, step.callback)
+        if after is not step.before:
+            step.restore(step.before)
+        return
+    if mode is Mode.PRIVATE:
+        step.restore(step.before)
+        return
     with _INSTALLED_LOCK:
-        record = _INSTALLED.get(name)
-        if record is None or record[0] is not value:
-            return None
-        record[3] -= 1
-        if record[3] > 0:
-            return None
-        del _INSTALLED[name]
-    return record[1], record[2]
+        installed = _INSTALLED.get(step.name)
+        if installed is None or installed.value is not value:
+            return
+        installed.count -= 1
+        if installed.count > 0:
+            return  # another task of the call is still running here
+        del _INSTALLED[step.name]
+    installed.restore(installed.before)
+
+
+_noted: set[tuple[str, str]] = set()
+_noted_lock = threading.Lock()
+
+
+def _note_unreadable(snapshot: Snapshot, name: str, exc: BaseException) -> None:
+    """Tell the parent, once per call and process, that ``name``'s state stays behind here."""
+    with _noted_lock:
+        key = (snapshot.token, name)
+        if key in _noted:
+            return
+        _noted.add(key)
+    message = unreadable_message(name, exc, os.getpid())
+    if snapshot.pid == os.getpid():
+        warnings.warn(message, StateRestoreWarning, stacklevel=2)
+    elif snapshot.collect:
+        snapshot.notes.append(Note(snapshot.token, name, message))  # back with a result
+    else:
+        # Nothing goes back to the parent from this call: show it as a worker shows a
+        # warning, on its standard error.
+        with contextlib.suppress(Exception):
+            sys.stderr.write(warnings.formatwarning(message, StateRestoreWarning, __file__, 0))
+
+
+def unreadable_message(name: str, exc: BaseException, pid: int) -> str:
+    return (
+        f"Parallel callback {name!r} raised {type(exc).__name__}: {exc} in process {pid} "
+        f"when it was called there to read the worker's own state. Its value was set for "
+        f"the tasks all the same, but that worker keeps it after them: its own state could "
+        f"not be read, so it cannot be put back. Make the callback read state that exists "
+        f"in a fresh process (for example a module attribute with an import-time default)."
+    )
 
 
 def _restore_error(name: str, exc: BaseException) -> SetterError:
@@ -366,16 +478,6 @@ def _short(obj: Any) -> str:
     if len(text) > 80:
         text = text[:77] + "..."
     return f"{type(obj).__name__} {text}"
-
-
-def _same(a: Any, b: Any) -> bool:
-    if type(a) is not type(b):
-        return False
-    try:
-        return bool(a == b)
-    except Exception:
-        # e.g. NumPy arrays, whose == is elementwise: treat as different and set the value.
-        return False
 
 
 # -- capture ---------------------------------------------------------------------------------
@@ -515,7 +617,7 @@ def _unchanged(old: tuple[Entry, ...], new: list[Entry]) -> bool | None:
     ):
         if o_name != n_name or o_cb is not n_cb or not _same_function(o_setter, n_setter):
             return False
-        same = _strictly_equal(o_value, n_value)
+        same = strictly_equal(o_value, n_value)
         if same is False:
             return False
         if same is None:
@@ -559,18 +661,25 @@ def _same_objects(xs: tuple[Any, ...], ys: tuple[Any, ...]) -> bool:
     return len(xs) == len(ys) and all(x is y for x, y in zip(xs, ys, strict=True))
 
 
-def _strictly_equal(a: Any, b: Any, depth: int = 0) -> bool | None:
-    """Equal values of exactly the same types, so their pickles would be interchangeable.
+def strictly_equal(a: Any, b: Any, depth: int = 0) -> bool | None:
+    """Whether ``a`` and ``b`` are interchangeable as state: never plain ``==``.
 
-    None when that cannot be told by looking: the same mutable object (it may have been
-    changed in place since it was pickled) or an object of arbitrary type.
+    True for the same immutable scalar, or equal values of exactly the same types, with the
+    same key order and float signs, elements compared the same way (NumPy arrays by dtype,
+    shape, memory layout and bytes). False when they differ. None when that cannot be told
+    by looking: the same mutable object (it may have been changed in place since it was
+    pickled) or an object of any other type. Callers treat None as changed.
     """
     if type(a) is not type(b) or depth > 6:
         return False
     if isinstance(a, _IMMUTABLE_SCALARS):
         if a is b:
             return True
-        return a == b if not isinstance(a, float) else a == b or (a != a and b != b)
+        if isinstance(a, float):
+            return _same_float(a, b)
+        if isinstance(a, complex):
+            return _same_float(a.real, b.real) and _same_float(a.imag, b.imag)
+        return bool(a == b)
     if isinstance(a, type) or (callable(a) and not isinstance(a, (list, dict))):
         return a is b
     if isinstance(a, (list, dict)) and a is b:
@@ -578,14 +687,36 @@ def _strictly_equal(a: Any, b: Any, depth: int = 0) -> bool | None:
     if isinstance(a, (tuple, list)):
         if len(a) != len(b):
             return False
-        return _all_equal(_strictly_equal(x, y, depth + 1) for x, y in zip(a, b, strict=True))
+        return _all_equal(strictly_equal(x, y, depth + 1) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
         if len(a) != len(b) or list(a) != list(b):
             return False
         if not all(type(k) in _IMMUTABLE_SCALARS for k in a):
             return None
-        return _all_equal(_strictly_equal(v, b[k], depth + 1) for k, v in a.items())
+        return _all_equal(strictly_equal(v, b[k], depth + 1) for k, v in a.items())
+    if type(a).__module__ == "numpy" and type(a).__name__ == "ndarray":
+        return _same_array(a, b)
     return None
+
+
+def _same_float(a: float, b: float) -> bool:
+    # 0.0 == -0.0, and NaN != NaN: compare as values and by sign.
+    if a != b and not (a != a and b != b):
+        return False
+    return math.copysign(1.0, a) == math.copysign(1.0, b)
+
+
+_ARRAY_BYTES_LIMIT = 1 << 16
+
+
+def _same_array(a: Any, b: Any) -> bool | None:
+    if a is b:
+        return None  # may have been changed in place
+    if a.dtype != b.dtype or a.shape != b.shape or a.strides != b.strides:
+        return False
+    if a.dtype.hasobject or a.nbytes > _ARRAY_BYTES_LIMIT:
+        return None  # too costly or not comparable by bytes: count as changed
+    return bool(a.tobytes() == b.tobytes())
 
 
 def _all_equal(verdicts: Any) -> bool | None:
@@ -692,7 +823,32 @@ class _ByValue:
     def __reduce__(self) -> tuple[Any, ...]:
         import cloudpickle
 
-        return pickle.loads, (cloudpickle.dumps(self.func),)
+        func = self.func
+        if isinstance(func, types.FunctionType) and func.__module__ == "__main__":
+            return _load_main_function, (cloudpickle.dumps(func),)
+        return pickle.loads, (cloudpickle.dumps(func),)
+
+
+def _load_main_function(data: bytes) -> Any:
+    """A script's function that only cloudpickle could send, bound to the worker's script.
+
+    cloudpickle ships a copy of the globals such a function names, so a lambda setter from
+    a script would fill a copy, while the script's tasks, which ``pickle`` sends by name,
+    read the worker's own ``__main__``. Where that module has every name the function uses,
+    the function is bound to it, as a task function from the script is.
+    """
+    func = pickle.loads(data)
+    main = sys.modules.get("__main__")
+    names = vars(main) if main is not None else {}
+    if not all(name in names for name in func.__globals__ if not name.startswith("__")):
+        return func  # a notebook or ``python -c``: the names exist only in what was sent
+    rebuilt = types.FunctionType(
+        func.__code__, names, func.__name__, func.__defaults__, func.__closure__
+    )
+    rebuilt.__kwdefaults__ = func.__kwdefaults__
+    rebuilt.__qualname__ = func.__qualname__
+    rebuilt.__dict__.update(func.__dict__)
+    return rebuilt
 
 
 _worker_cache: OrderedDict[str, list[Any]] = OrderedDict()

@@ -21,7 +21,7 @@ from joblib import _parallel_backends
 from joblib import parallel as joblib_parallel
 
 from ._roundtrip import Gathering
-from ._snapshot import Snapshot, capture
+from ._snapshot import Snapshot, Undo, Watched, capture
 
 __all__ = ["BINDING", "DelayedFunction", "StatefulCall", "bind", "delayed", "snapshot_for_new_task"]
 
@@ -74,8 +74,8 @@ class StatefulCall:
         self.func = func
         self.snapshot = snapshot
         self.batch = batch
-        self._undo: list[Any] | None = None
-        self._watch: tuple[tuple[Any, ...], ...] = ()
+        self._undo: Undo | None = None
+        self._watch: tuple[Watched, ...] = ()
         self._left = 0  # tasks of the batch still to run, in per-batch mode
         # What runs under the installed state: the function itself, or the function with
         # the round trip around it (side channels; gathering for workerstate's Parallel).

@@ -33,7 +33,13 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from ._backend import WorkerStateBackend, register_backend
-from ._errors import CallbackError, SetterError, StatePicklingError, WorkerStateError
+from ._errors import (
+    CallbackError,
+    SetterError,
+    StatePicklingError,
+    StateRestoreWarning,
+    WorkerStateError,
+)
 from ._parallel import Parallel
 from ._pool import fresh_pool
 from ._registry import Callback, SideChannel, default_name, default_registry, side_channels
@@ -45,6 +51,7 @@ __all__ = [
     "Parallel",
     "SetterError",
     "StatePicklingError",
+    "StateRestoreWarning",
     "TaskPicklingError",
     "WorkerStateBackend",
     "WorkerStateError",
@@ -69,10 +76,8 @@ def register_global_parallel_callback(callback: Callback, name: str | None = Non
     Parameters
     ----------
     callback : callable
-        Called with no arguments in the parent when a call's state is captured. Must return
-        ``(value, setter)``: ``value`` is sent to the workers, where ``setter(value)`` runs
-        before each task. It is also called in the worker, to read the state to restore
-        after the task, so it must work in a fresh process too.
+        Called with no arguments; must return a ``(value, setter)`` pair with a callable
+        ``setter``. See Notes for when and where it runs.
     name : str, optional
         The registration name. Defaults to the callback's ``module.qualname``.
 
@@ -87,6 +92,30 @@ def register_global_parallel_callback(callback: Callback, name: str | None = Non
         If ``callback`` is not callable or ``name`` is not a string.
     ValueError
         If a callback is already registered under ``name``.
+
+    Notes
+    -----
+    The contract, which is tpcp's:
+
+    - **In the parent**, the callback is called once per ``Parallel`` call, on the thread
+      that starts the call. The ``value`` it returns is what every task of the call gets;
+      it must be picklable for process-backed workers.
+    - **In a worker process** (loky, multiprocessing, dask, Ray), ``setter(value)`` runs with
+      the parent's value before the first task that needs it, always, whatever the callback
+      would return there. The callback is also called in the worker, before the task, only
+      to read the worker's own state; after the task (also when it raises) the setter it
+      returns there is called with what it read, which puts the worker back as it was.
+    - **In the parent's own process** (the threading backend, ``n_jobs=1``) the setter is
+      skipped only when the object in place is the very object the parent captured.
+    - Between the tasks of a batch, and when restoring, state counts as unchanged only when
+      it is the same object or strictly equal (same types, key order and float signs);
+      anything else is set again.
+
+    A callback that reads live state (``get_config()``) restores exactly. One that returns a
+    captured value or ``None`` (tpcp's ``lambda: (None, apply_patch)``) still delivers its
+    state, but cannot read the worker's own state, so the worker keeps the parent's state
+    after the task. A callback that raises when called in a worker delivers its state too;
+    the parent gets a :class:`StateRestoreWarning` once per call naming it.
 
     Examples
     --------
