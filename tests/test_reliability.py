@@ -372,7 +372,10 @@ def test_task_raising_after_changing_state_is_restored(where: str) -> None:
         with joblib.Parallel(n_jobs=n_jobs, backend="threading", batch_size=1) as p:
             p(joblib.delayed(rh.report_slots)(i, names) for i in range(4))  # threads exist now
             with pytest.raises(_state.TaskError, match="task 2 failed after changing"):
-                p(failing(parallel.delayed))
+                # The failing task alone: on Python 3.13 and 3.14, joblib can hand a result
+                # of another task of an aborted call to the next call on the same Parallel
+                # (plain joblib too).
+                p([parallel.delayed(rh.mutate_then_fail)(2, names, 2)])
             plain = p(joblib.delayed(rh.report_slots)(i, names, 0.005) for i in range(8))
         # The pool's threads (or the caller itself, for n_jobs=1) hold their own state again.
         own_local = "run-time-local" if n_jobs == 1 else _state.IMPORT_LOCAL
@@ -380,7 +383,7 @@ def test_task_raising_after_changing_state_is_restored(where: str) -> None:
             plain,
             lambda _: {"slots": dict.fromkeys(names, "run-time"), "local": own_local},
         )
-        tasks = 3 + len(plain)  # at least the tasks up to the failing one
+        tasks = 1 + len(plain)
     rh.record("faults", cases=1, tasks=tasks, faults=1, errors=len(wrong))
     assert wrong == []
     assert rh.registry_state() == registry

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -188,7 +189,14 @@ def test_threading_backend_duplicates_nothing(caplog: pytest.LogCaptureFixture) 
         parallel.Parallel(n_jobs=N_JOBS, backend="threading")(
             parallel.delayed(rt.warn_and_log)(i) for i in range(6)
         )
-    assert len([w for w in caught if w.category is rt.RoundTripWarning]) == 6
+    # The threads' warnings reach the parent's warning machinery directly, as with plain
+    # joblib. On Python 3.14 with context-aware warnings, a thread that does not inherit the
+    # context of the thread that started it records into its own context, so the caller's
+    # catch_warnings(record=True) sees none of them (plain joblib's threads neither).
+    separate = getattr(sys.flags, "context_aware_warnings", False) and not getattr(
+        sys.flags, "thread_inherit_context", False
+    )
+    assert len([w for w in caught if w.category is rt.RoundTripWarning]) == (0 if separate else 6)
     assert len([r for r in caplog.records if r.name == "tests.roundtrip"]) == 6
 
 
