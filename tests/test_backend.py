@@ -16,7 +16,7 @@ from tests._backend_helpers import StateReadingClassifier
 from tests._helpers import N_JOBS, loky_pids
 from workerstate import parallel
 from workerstate._backend import WorkerStateBackend, rebind
-from workerstate._snapshot import capture
+from workerstate._capture import capture
 from workerstate._task import StatefulCall
 
 X = np.zeros((24, 2))

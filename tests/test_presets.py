@@ -32,7 +32,7 @@ import threadpoolctl
 
 from tests import _presets_helpers as helpers
 from workerstate import parallel, presets
-from workerstate._snapshot import capture
+from workerstate._capture import capture
 from workerstate.parallel import fresh_pool
 
 REPO = Path(__file__).resolve().parents[1]

@@ -172,16 +172,6 @@ def test_registries_are_independent() -> None:
     assert registry.items() == (("own", _callback),)
 
 
-def test_version_changes_on_every_change() -> None:
-    registry = CallbackRegistry()
-    versions = [registry.version]
-    registry.register(_callback, name="a")
-    versions.append(registry.version)
-    registry.remove("a")
-    versions.append(registry.version)
-    assert versions[0] < versions[1] < versions[2]
-
-
 def test_concurrent_registration_from_threads() -> None:
     registry = CallbackRegistry()
     errors: list[BaseException] = []

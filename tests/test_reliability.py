@@ -424,7 +424,7 @@ def _batch(func: Any, n: int, names: tuple[str, ...], **kwargs: Any) -> Any:
     """A joblib batch of ``n`` tasks of one workerstate task object, as a loky worker gets it."""
     from joblib.parallel import BatchedCalls
 
-    from workerstate._snapshot import capture
+    from workerstate._capture import capture
     from workerstate._task import StatefulCall
 
     call = StatefulCall(func, capture(local_workers=True))

@@ -28,8 +28,8 @@ import pytest
 from tests import _scaleout_helpers as helpers
 from tests import _state
 from workerstate import parallel
-from workerstate._snapshot import FILE_THRESHOLD
 from workerstate._task import capture_for
+from workerstate._transport import FILE_THRESHOLD
 
 # workerstate unpublishes a large payload from the dask scheduler when its snapshot is
 # garbage-collected; when that happens on the client's event-loop thread, distributed hands

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from workerstate import parallel
-from workerstate._snapshot import capture
+from workerstate._capture import capture
 
 
 class _Sink:
@@ -38,7 +38,7 @@ def test_a_setter_bound_to_another_object_is_a_change() -> None:
         holder["sink"] = _Sink("second")
         second = capture()
     assert second is not first
-    assert second.entries[0][2].__self__.label == "second"
+    assert second.entries[0].setter.__self__.label == "second"
 
 
 def test_a_keyword_only_default_bound_to_another_object_is_a_change() -> None:
@@ -70,7 +70,7 @@ def test_a_value_changed_in_place_is_a_change() -> None:
         value["items"].append(3)
         second = capture()
     assert second is not first
-    assert second.entries[0][1] == {"items": [1, 2, 3]}
+    assert second.entries[0].value == {"items": [1, 2, 3]}
 
 
 def test_a_pickled_value_changed_in_place_is_a_change_and_unchanged_is_reused() -> None:
@@ -86,4 +86,4 @@ def test_a_pickled_value_changed_in_place_is_a_change_and_unchanged_is_reused() 
         value["items"].append(3)
         second = capture(local_workers=True)
     assert second is not first
-    assert second.entries[0][1] == {"items": [1, 2, 3]}
+    assert second.entries[0].value == {"items": [1, 2, 3]}

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from joblib import parallel as joblib_parallel
-
+from . import _joblib
 from ._snapshot import Snapshot
 from ._task import StatefulCall, bind, capture_for
 
 __all__ = ["BACKEND_NAME", "WorkerStateBackend", "rebind", "register_backend"]
 
 BACKEND_NAME = "workerstate"
-_CALL_KEY = "_workerstate_backend_snapshot"
 
 
 def rebind(task: Any, snapshot: Snapshot) -> Any:
@@ -73,17 +71,11 @@ class WorkerStateBackend:
 
     def __init__(self, inner: Any = "loky", **inner_kwargs: Any) -> None:
         if isinstance(inner, str):
-            factory = joblib_parallel.BACKENDS.get(inner)
+            factory = _joblib.backend_factory(inner)
             if factory is None:
-                register = getattr(joblib_parallel, "EXTERNAL_BACKENDS", {}).get(inner)
-                if register is not None:  # e.g. "dask" and "ray" register themselves lazily
-                    register()
-                    factory = joblib_parallel.BACKENDS.get(inner)
-            if factory is None:
-                known = sorted(joblib_parallel.BACKENDS)
                 raise ValueError(
                     f"The workerstate backend cannot wrap {inner!r}: no joblib backend has that "
-                    f"name. Registered backends: {known}."
+                    f"name. Registered backends: {_joblib.known_backends()}."
                 )
             inner = factory(**inner_kwargs)
         elif not callable(getattr(inner, "configure", None)):
@@ -143,12 +135,13 @@ class WorkerStateBackend:
         if parallel is not None:
             # One backend object can serve several Parallel objects (parallel_config makes
             # one); the snapshot is kept per Parallel and found again from the batch callback.
-            parallel.__dict__[_CALL_KEY] = snapshot
+            _joblib.record_of(parallel).backend_snapshot = snapshot
 
     # -- bind every batch -----------------------------------------------------------------------
     def _bind_batch(self, batch: Any, callback: Any) -> None:
-        parallel = getattr(callback, "parallel", None)
-        snapshot = None if parallel is None else parallel.__dict__.get(_CALL_KEY)
+        parallel = _joblib.parallel_of_callback(callback)
+        record = None if parallel is None else _joblib.stored_record(parallel)
+        snapshot = None if record is None else record.backend_snapshot
         if snapshot is None:
             snapshot = self._snapshot
         items = getattr(batch, "items", None)

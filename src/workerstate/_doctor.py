@@ -97,7 +97,7 @@ def probe_fresh(payload: bytes) -> bytes:
 
 def probe_wrapped(name: str) -> bytes:
     """Task B (made by workerstate's ``delayed``): the state this task runs under."""
-    from ._snapshot import active_snapshot
+    from ._install import active_snapshot
 
     snapshot = active_snapshot()
     if snapshot is None:

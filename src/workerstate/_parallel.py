@@ -9,6 +9,7 @@ from typing import Any
 
 import joblib
 
+from . import _joblib
 from ._backend import rebind
 from ._roundtrip import reissue_from, unwrap, unwrapping
 from ._snapshot import Snapshot
@@ -85,7 +86,7 @@ class Parallel(joblib.Parallel):  # type: ignore[misc]
     """
 
     def __call__(self, iterable: Iterable[Any]) -> Any:
-        backend = getattr(self, "_backend", None)
+        backend = _joblib.backend_of(self)
         snapshot = capture_for(backend, collect=True, check=self._needs_pickling())
         bound = _BoundTasks(iterable, snapshot)
         tasks: Iterable[Any] = bound if hasattr(iterable, "__len__") else iter(bound)
@@ -100,10 +101,7 @@ class Parallel(joblib.Parallel):  # type: ignore[misc]
         return [unwrap(result) for result in output]
 
     def _needs_pickling(self) -> bool:
-        try:
-            return int(self._effective_n_jobs()) != 1
-        except Exception:
-            return bool(self.n_jobs != 1)
+        return _joblib.runs_in_workers(self)
 
 
 def _raise_explained(exc: BaseException, bound: _BoundTasks) -> None:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from types import TracebackType
+
+from . import _joblib
 
 __all__ = ["fresh_pool"]
 
 
 def _shutdown_reusable_executor() -> None:
-    # joblib keeps one loky executor per process and reuses it across Parallel calls; the
-    # module attribute is the only way to tell whether one exists without creating one.
-    from joblib.externals.loky import reusable_executor
-
-    with getattr(reusable_executor, "_executor_lock", nullcontext()):
-        executor = getattr(reusable_executor, "_executor", None)
+    # joblib keeps one loky executor per process and reuses it across Parallel calls.
+    executor = _joblib.reusable_executor()
     if executor is not None:
         executor.shutdown(wait=True, kill_workers=True)
 

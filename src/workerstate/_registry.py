@@ -12,10 +12,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ._errors import CallbackError
+from ._text import short
+
 __all__ = [
     "Callback",
     "CallbackRegistry",
     "SideChannel",
+    "check_pair",
     "default_name",
     "default_registry",
     "side_channels",
@@ -34,6 +38,16 @@ def default_name(callback: Callable[..., Any]) -> str:
     # resort because ids are reused after garbage collection.
     label = qualname if isinstance(qualname, str) else type(callback).__qualname__
     return f"{module or '?'}.{label}@{id(callback):x}"
+
+
+def check_pair(name: str, result: Any) -> tuple[Any, Callable[[Any], Any]]:
+    """``result`` of callback ``name`` as ``(value, setter)``; ``CallbackError`` otherwise."""
+    if not (isinstance(result, tuple) and len(result) == 2 and callable(result[1])):
+        raise CallbackError(
+            f"Parallel callback {name!r} must return a (value, setter) pair with a callable "
+            f"setter; got {type(result).__name__} {short(result)}. Return e.g. `return get_config(), _set_config`."
+        )
+    return result
 
 
 class _Busy(threading.local):
@@ -85,8 +99,6 @@ class CallbackRegistry:
         self._kind, self._api, self._expects = kind, api, expects
         self._lock = threading.Lock()
         self._items: tuple[tuple[str, Callback], ...] = ()
-        # Incremented on every change; lets captures cache work per registry state.
-        self.version = 0
 
     def _refuse_if_busy(self, action: str) -> None:
         if BUSY.depth:
@@ -119,7 +131,6 @@ class CallbackRegistry:
                     f"with remove_{self._api}({name!r}) or pass another name=."
                 )
             self._items = (*self._items, (name, callback))
-            self.version += 1
         return name
 
     def remove(self, name: str) -> None:
@@ -133,7 +144,6 @@ class CallbackRegistry:
                     f"No {self._kind} is registered under {name!r}; registered now: {known}."
                 )
             self._items = items
-            self.version += 1
 
     def items(self) -> tuple[tuple[str, Callback], ...]:
         """The registered ``(name, callback)`` pairs, in registration order."""
@@ -160,7 +170,6 @@ class CallbackRegistry:
         finally:
             with self._lock:
                 self._items = saved
-                self.version += 1
 
 
 default_registry = CallbackRegistry()

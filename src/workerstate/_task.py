@@ -9,7 +9,6 @@ id; tasks made later on the dispatch threads find the same object on their stack
 
 from __future__ import annotations
 
-import sys
 import threading
 import warnings
 import weakref
@@ -17,42 +16,16 @@ from collections.abc import Callable
 from typing import Any
 
 import joblib
-from joblib import _parallel_backends
-from joblib import parallel as joblib_parallel
 
+from . import _joblib
+from ._capture import capture
+from ._install import Undo, Watched
 from ._roundtrip import Gathering
-from ._snapshot import Snapshot, Undo, Watched, capture
+from ._snapshot import Snapshot
 
 __all__ = ["BINDING", "DelayedFunction", "StatefulCall", "bind", "delayed", "snapshot_for_new_task"]
 
-
-def _code_of(owner: Any, method: str) -> Any:
-    return getattr(getattr(owner, method, None), "__code__", None)
-
-
-# joblib internals that workerstate recognises on the stack. Looked up defensively: if a
-# joblib release renames one, the code paths that need it fall back to the safe behaviour
-# (capture on the thread that makes the task; install and restore around every task).
-# Where tasks are pulled from the caller's iterable, on the calling or a dispatch thread:
-_DISPATCH_CODE = _code_of(joblib.Parallel, "dispatch_one_batch")
-# Where the first batches of a call are dispatched, always on the calling thread:
-_START_CODE = _code_of(joblib.Parallel, "_start")
-# Where n_jobs=1 pulls and runs every task on the calling thread:
-_SEQUENTIAL_CODE = _code_of(joblib.Parallel, "_get_sequential_output")
-# Where a worker runs the tasks of one batch, in order:
-_BATCH_CALL_CODE = _code_of(getattr(joblib_parallel, "BatchedCalls", None), "__call__")
-_MAX_FRAMES = 8
-_getframe = sys._getframe
-_CALL_KEY = "_workerstate_call"
-_MULTIPROCESSING = getattr(_parallel_backends, "MultiprocessingBackend", None)
-_LOCAL_BACKENDS = tuple(
-    cls
-    for cls in (
-        getattr(_parallel_backends, "LokyBackend", None),
-        getattr(_parallel_backends, "MultiprocessingBackend", None),
-    )
-    if cls is not None
-)
+_getframe = _joblib.caller_frame
 
 
 class StatefulCall:
@@ -135,18 +108,11 @@ class StatefulCall:
         must see the worker's own state. 0 when that cannot be established. Checked once per
         batch, on the batch's item list.
         """
-        frame: Any = _getframe(2)
-        for _ in range(3):
-            if frame is None:
-                break
-            if frame.f_code is _BATCH_CALL_CODE:
-                items = getattr(frame.f_locals.get("self"), "items", None)
-                if isinstance(items, list) and all(
-                    type(item) is tuple and len(item) == 3 and item[0] is self for item in items
-                ):
-                    return len(items)
-                return 0
-            frame = frame.f_back
+        items = _joblib.batch_items(_getframe(2))
+        if items is not None and all(
+            type(item) is tuple and len(item) == 3 and item[0] is self for item in items
+        ):
+            return len(items)
         return 0
 
     def _release(self) -> None:
@@ -199,25 +165,18 @@ def capture_for(backend: Any, collect: bool = False, check: bool = True) -> Snap
     unpicklable value is a StatePicklingError from the call rather than joblib's generic
     pickling error from one of its queue threads.
     """
-    # Only joblib's own classes: Ray's backend subclasses the multiprocessing one, but its
-    # workers may be other machines' processes and it pickles with cloudpickle.
-    joblibs = type(backend).__module__.startswith("joblib.")
+    kind = _joblib.backend_kind(backend)
     snapshot = capture(
-        local_workers=joblibs and isinstance(backend, _LOCAL_BACKENDS),
-        stdlib_pickle=joblibs
-        and _MULTIPROCESSING is not None
-        and isinstance(backend, _MULTIPROCESSING),
+        local_workers=kind in ("loky", "multiprocessing"),
+        # Another backend may pickle with the standard pickle: send what only cloudpickle
+        # can pickle by value, which works under either.
+        stdlib_pickle=kind in ("multiprocessing", "other"),
         collect=collect,
-        remote=getattr(backend, "client", None) if _is_dask(backend) else None,
+        remote=getattr(backend, "client", None) if kind == "dask" else None,
     )
     if check and not getattr(backend, "uses_threads", False):
         snapshot.payload_ref()
     return snapshot
-
-
-def _is_dask(backend: Any) -> bool:
-    # joblib's dask backend lives in joblib._dask, imported only once dask is in use.
-    return any(cls.__name__ == "DaskDistributedBackend" for cls in type(backend).__mro__)
 
 
 class _Binding(threading.local):
@@ -245,33 +204,26 @@ def snapshot_for_new_task(frame: Any) -> Snapshot:
     When ``frame`` is the running call's own generator, this thread remembers the call in
     ``BINDING.parallel``, so the generator's next tasks skip this lookup.
     """
-    caller = frame
-    for _ in range(_MAX_FRAMES):
-        if frame is None:
-            break
-        code = frame.f_code
-        if code is _DISPATCH_CODE:
-            parallel = frame.f_locals["self"]
-            state = parallel.__dict__
-            record = state.get(_CALL_KEY)
-            if record is not None and record[0] == state.get("_call_id"):
-                snapshot: Snapshot = record[1]
-            else:
-                snapshot = _first_task_of_call(parallel, frame)
-            if getattr(state.get("_original_iterator"), "gi_frame", None) is caller:
-                BINDING.parallel = weakref.ref(parallel)
-            return snapshot
-        if code is _SEQUENTIAL_CODE:
-            break
-        frame = frame.f_back
-    # Not pulled by a running Parallel call: a list of tasks built up front, or n_jobs=1,
-    # where joblib pulls every task on the calling thread. This thread's state, now.
-    return capture()
+    parallel = _joblib.call_making_task(frame)
+    if parallel is None:
+        # Not pulled by a running Parallel call: a list of tasks built up front, or n_jobs=1,
+        # where joblib pulls every task on the calling thread. This thread's state, now.
+        return capture()
+    snapshot: Snapshot | None = _joblib.running_call_snapshot(parallel, frame)
+    if snapshot is None:
+        record = _joblib.stored_record(parallel)
+        current = _joblib.call_id(parallel)
+        if record is not None and record.snapshot is not None and record.call_id == current:
+            snapshot = record.snapshot
+        else:
+            snapshot = _first_task_of_call(parallel, frame, current)
+    if _joblib.pulls_generator(parallel, frame):
+        BINDING.parallel = weakref.ref(parallel)
+    return snapshot
 
 
-def _first_task_of_call(parallel: joblib.Parallel, frame: Any) -> Snapshot:
-    call_id = parallel.__dict__.get("_call_id")
-    if not _on_calling_thread(frame):
+def _first_task_of_call(parallel: joblib.Parallel, frame: Any, call_id: Any) -> Snapshot:
+    if not _joblib.on_calling_thread(frame):
         warnings.warn(
             "workerstate.parallel.delayed made a task on joblib's dispatch thread for a call "
             "whose first tasks were made with another delayed; its state was captured on that "
@@ -281,20 +233,11 @@ def _first_task_of_call(parallel: joblib.Parallel, frame: Any) -> Snapshot:
             RuntimeWarning,
             stacklevel=4,
         )
-    snapshot = capture_for(getattr(parallel, "_backend", None))
+    snapshot = capture_for(_joblib.backend_of(parallel))
     if call_id is not None:
-        parallel.__dict__[_CALL_KEY] = (call_id, snapshot)
+        record = _joblib.record_of(parallel)
+        record.call_id, record.snapshot = call_id, snapshot
     return snapshot
-
-
-def _on_calling_thread(frame: Any) -> bool:
-    # joblib dispatches the first batches of a call from ``Parallel._start`` on the calling
-    # thread; later batches come from completion callbacks on its own threads.
-    while frame is not None:
-        if frame.f_code is _START_CODE:
-            return True
-        frame = frame.f_back
-    return False
 
 
 class DelayedFunction:
@@ -321,15 +264,7 @@ class DelayedFunction:
             ref = binding.parallel
             parallel = None if ref is None else ref()
             if parallel is not None:
-                state = parallel.__dict__
-                # joblib leaves _original_iterator set when a call is abandoned: the call
-                # must still be running.
-                if getattr(
-                    state.get("_original_iterator"), "gi_frame", None
-                ) is caller and state.get("_running"):
-                    record = state.get(_CALL_KEY)
-                    if record is not None and record[0] == state.get("_call_id"):
-                        snapshot = record[1]
+                snapshot = _joblib.running_call_snapshot(parallel, caller)
             if snapshot is None:
                 snapshot = snapshot_for_new_task(caller)
         function = self.function

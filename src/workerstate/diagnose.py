@@ -87,10 +87,10 @@ def _cloud_dumps(obj: Any) -> int:
 
 def _loky_dumps(obj: Any) -> int:
     """loky's pickler: cloudpickle plus loky's reducers (sockets, for one)."""
-    from joblib.externals.loky.backend.reduction import get_loky_pickler
+    from ._joblib import loky_pickler
 
     sink = _Sink()
-    get_loky_pickler()(sink, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    loky_pickler()(sink, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
     return sink.size
 
 

@@ -1,0 +1,325 @@
+"""The joblib adapter: the only module that reads joblib's internals.
+
+Everything else in workerstate talks to joblib through the small functions here, or through
+joblib's public API. Each internal below was checked against joblib 1.3.0, 1.4.2, 1.5.3 and
+1.6.0; each is looked up defensively, and when a joblib release renames or removes one, the
+function that reads it returns its fallback, which is always the safe behaviour: the same
+results, in the same order, with the right state in every task, and no warning.
+
+==========================================  =====================================  ==========================================
+internal                                    used for                               fallback when it is missing
+==========================================  =====================================  ==========================================
+``Parallel.dispatch_one_batch`` (code),     :func:`call_making_task`: which call   capture on the thread that makes the task,
+frame ``f_locals["self"]``                  a task being made belongs to           as for tasks built up front (thread-local
+                                                                                   state then needs ``Parallel`` or the
+                                                                                   backend)
+``Parallel._get_sequential_output`` (code)  the same, to stop looking for          look further up the stack (bounded)
+                                            ``n_jobs=1`` calls
+``Parallel._start`` (code)                  :func:`on_calling_thread`              assume the calling thread (no warning)
+``Parallel._call_id``                       :func:`call_id`: tell a call from the  the iterator the call pulls from
+                                            next one on the same object
+``Parallel._original_iterator``,            :func:`pulls_generator`: a task made   False: the frame lookup above
+``Parallel._running``                       by the running call's generator
+``BatchedCalls.__call__`` (code), frame     :func:`batch_items`: the tasks of      None: install and restore around each
+``f_locals["self"].items``                  the batch a worker runs                task
+``Parallel._backend``                       :func:`backend_of`                     None: capture for an unknown backend
+``Parallel._effective_n_jobs()``            :func:`runs_in_workers`                ``Parallel.n_jobs != 1``
+``BatchCompletionCallBack.parallel``        :func:`parallel_of_callback`           None: the backend's last capture
+``parallel.BACKENDS``,                      :func:`backend_factory`                joblib's own backend classes by name
+``parallel.EXTERNAL_BACKENDS``
+class names ``LokyBackend``,                :func:`backend_kind`                   "other": install per task, and send
+``MultiprocessingBackend``,                                                        functions that only cloudpickle can
+``DaskDistributedBackend``                                                         pickle by value
+``loky.reusable_executor._executor``        :func:`reusable_executor`              ``loky.get_reusable_executor()``
+``loky.backend.reduction.get_loky_pickler`` :func:`loky_pickler`                   cloudpickle's pickler
+==========================================  =====================================  ==========================================
+
+workerstate stores one key on a ``joblib.Parallel`` object, :data:`KEY`, holding a
+:class:`CallRecord`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import joblib
+from joblib import parallel as _joblib_parallel
+
+__all__ = [
+    "KEY",
+    "CallRecord",
+    "backend_factory",
+    "backend_kind",
+    "backend_of",
+    "batch_items",
+    "call_id",
+    "call_making_task",
+    "caller_frame",
+    "known_backends",
+    "loky_pickler",
+    "on_calling_thread",
+    "parallel_of_callback",
+    "pulls_generator",
+    "record_of",
+    "reusable_executor",
+    "running_call_snapshot",
+    "runs_in_workers",
+    "stored_record",
+]
+
+#: The one key workerstate stores in a ``joblib.Parallel`` object's ``__dict__``.
+KEY = "_workerstate"
+
+
+@dataclass
+class CallRecord:
+    """What workerstate keeps on a ``joblib.Parallel`` object.
+
+    ``call_id`` and ``snapshot`` are the call whose first task ``delayed`` made and its
+    snapshot; ``backend_snapshot`` is what the workerstate backend captured for the call.
+    """
+
+    call_id: Any = None
+    snapshot: Any = None
+    backend_snapshot: Any = None
+
+
+def record_of(parallel: Any) -> CallRecord:
+    """The record stored on ``parallel``, made on first use."""
+    state = parallel.__dict__
+    record = state.get(KEY)
+    if record is None:
+        record = state[KEY] = CallRecord()
+    return record  # type: ignore[no-any-return]
+
+
+def stored_record(parallel: Any) -> CallRecord | None:
+    """The record stored on ``parallel``, if any."""
+    return parallel.__dict__.get(KEY)  # type: ignore[no-any-return]
+
+
+def _code_of(owner: Any, method: str) -> Any:
+    return getattr(getattr(owner, method, None), "__code__", None)
+
+
+# Looked up once; None where a joblib release renamed the method.
+_DISPATCH_CODE = _code_of(joblib.Parallel, "dispatch_one_batch")
+_START_CODE = _code_of(joblib.Parallel, "_start")
+_SEQUENTIAL_CODE = _code_of(joblib.Parallel, "_get_sequential_output")
+_BATCH_CALL_CODE = _code_of(getattr(_joblib_parallel, "BatchedCalls", None), "__call__")
+_MAX_FRAMES = 8
+#: ``sys._getframe``: the frames the functions above are given start from a caller's.
+caller_frame = sys._getframe
+
+
+def call_making_task(frame: Any) -> Any:
+    """The ``joblib.Parallel`` whose dispatcher is pulling a task in ``frame``, or None.
+
+    None also for ``n_jobs=1``, where joblib pulls and runs every task on the calling thread,
+    and for tasks made outside a running call.
+    """
+    if _DISPATCH_CODE is None:
+        return None
+    for _ in range(_MAX_FRAMES):
+        if frame is None:
+            return None
+        code = frame.f_code
+        if code is _DISPATCH_CODE:
+            return frame.f_locals.get("self")
+        if code is _SEQUENTIAL_CODE:
+            return None
+        frame = frame.f_back
+    return None
+
+
+def on_calling_thread(frame: Any) -> bool:
+    """Whether ``frame`` runs inside the dispatch of a call's first batches.
+
+    joblib dispatches those from ``Parallel._start`` on the calling thread, and later ones
+    from completion callbacks on its own threads. True when that cannot be told.
+    """
+    if _START_CODE is None:
+        return True
+    while frame is not None:
+        if frame.f_code is _START_CODE:
+            return True
+        frame = frame.f_back
+    return False
+
+
+# Attribute names read on joblib objects; a release that renames one makes the read below
+# find nothing, which selects the fallback.
+_CALL_ID = "_call_id"
+_ITERATOR = "_original_iterator"
+_RUNNING = "_running"
+_BACKEND = "_backend"
+_EFFECTIVE_N_JOBS = "_effective_n_jobs"
+_CALLBACK_PARALLEL = "parallel"
+_BATCH_ITEMS = "items"
+
+
+def call_id(parallel: Any) -> Any:
+    """What tells one call on ``parallel`` from the next.
+
+    joblib's ``_call_id``; where a release lacks it, the iterator the call pulls from, which
+    is a new object for every call.
+    """
+    state = parallel.__dict__
+    if _CALL_ID in state:
+        return state[_CALL_ID]
+    return state.get(_ITERATOR)
+
+
+def pulls_generator(parallel: Any, frame: Any) -> bool:
+    """Whether ``frame`` is the generator that the running call on ``parallel`` pulls from.
+
+    joblib leaves ``_original_iterator`` set when a call is abandoned, so the call must
+    still be running.
+    """
+    state = parallel.__dict__
+    iterator = state.get(_ITERATOR)
+    return getattr(iterator, "gi_frame", None) is frame and bool(state.get(_RUNNING))
+
+
+def running_call_snapshot(parallel: Any, frame: Any) -> Any:
+    """The snapshot ``delayed`` stored for the running call on ``parallel``, when ``frame``
+    is the generator that call is pulling from; None otherwise.
+
+    This is the hot path of making a task: one function, reading ``parallel.__dict__`` once.
+    """
+    state = parallel.__dict__
+    if getattr(state.get(_ITERATOR), "gi_frame", None) is not frame or not state.get(_RUNNING):
+        return None
+    record = state.get(KEY)
+    if record is None or record.snapshot is None or record.call_id != call_id(parallel):
+        return None
+    return record.snapshot
+
+
+def batch_items(frame: Any) -> list[Any] | None:
+    """The items of the joblib batch that a worker is running in ``frame`` or its callers."""
+    if _BATCH_CALL_CODE is None:
+        return None
+    for _ in range(3):
+        if frame is None:
+            return None
+        if frame.f_code is _BATCH_CALL_CODE:
+            items = getattr(frame.f_locals.get("self"), _BATCH_ITEMS, None)
+            return items if isinstance(items, list) else None
+        frame = frame.f_back
+    return None
+
+
+def backend_of(parallel: Any) -> Any:
+    """The backend object ``parallel`` runs its calls on."""
+    return getattr(parallel, _BACKEND, None)
+
+
+def runs_in_workers(parallel: Any) -> bool:
+    """Whether ``parallel`` hands its tasks to workers (with one job joblib runs them itself)."""
+    compute = getattr(parallel, _EFFECTIVE_N_JOBS, None)
+    if compute is not None:
+        try:
+            return int(compute()) != 1
+        except Exception:
+            pass
+    return bool(getattr(parallel, "n_jobs", None) != 1)
+
+
+def parallel_of_callback(callback: Any) -> Any:
+    """The ``joblib.Parallel`` that a batch-completion callback reports to."""
+    return getattr(callback, _CALLBACK_PARALLEL, None)
+
+
+def _registered() -> dict[str, Any]:
+    return getattr(_joblib_parallel, "BACKENDS", None) or {}
+
+
+def known_backends() -> list[str]:
+    """The names of the registered joblib backends."""
+    return sorted(_registered() or _builtin_backends())
+
+
+def backend_factory(name: str) -> Callable[..., Any] | None:
+    """The factory of the joblib backend registered as ``name``, registering it if joblib
+    knows it lazily ("dask", "ray"); None when there is none."""
+    backends = _registered()
+    if not backends:
+        return _builtin_backends().get(name)
+    factory = backends.get(name)
+    if factory is None:
+        register = getattr(_joblib_parallel, "EXTERNAL_BACKENDS", {}).get(name)
+        if register is not None:
+            register()
+            factory = backends.get(name)
+    return factory
+
+
+def _builtin_backends() -> dict[str, Any]:
+    # Where joblib's registry cannot be read, its own backends are still importable.
+    from joblib import _parallel_backends as module
+
+    names = {
+        "loky": "LokyBackend",
+        "multiprocessing": "MultiprocessingBackend",
+        "threading": "ThreadingBackend",
+        "sequential": "SequentialBackend",
+    }
+    found = {name: getattr(module, cls, None) for name, cls in names.items()}
+    return {name: cls for name, cls in found.items() if cls is not None}
+
+
+# By class name, so that a release that moves a class needs no import here; only joblib's
+# own classes count: Ray's backend subclasses the multiprocessing one, but its workers may be
+# other machines' processes and it pickles with cloudpickle.
+_KINDS = (
+    ("DaskDistributedBackend", "dask", False),
+    ("MultiprocessingBackend", "multiprocessing", True),
+    ("LokyBackend", "loky", True),
+)
+
+
+def backend_kind(backend: Any) -> str:
+    """``"loky"``, ``"multiprocessing"``, ``"dask"``, ``"threads"`` or ``"other"``."""
+    if backend is None:
+        return "other"
+    cls = type(backend)
+    for klass in cls.__mro__:
+        for name, kind, joblibs_only in _KINDS:
+            if klass.__name__ == name and (
+                not joblibs_only or cls.__module__.startswith("joblib.")
+            ):
+                return kind
+    if getattr(backend, "uses_threads", False):
+        return "threads"
+    return "other"
+
+
+def reusable_executor() -> Any:
+    """joblib's shared loky executor if one exists (without creating one where that can be
+    told; where it cannot, the executor, created if need be)."""
+    from joblib.externals import loky
+
+    module = getattr(loky, "reusable_executor", None)
+    if module is None or not hasattr(module, _EXECUTOR):
+        return loky.get_reusable_executor()
+    with getattr(module, "_executor_lock", nullcontext()):
+        return getattr(module, _EXECUTOR)
+
+
+_EXECUTOR = "_executor"
+
+
+def loky_pickler() -> Any:
+    """The pickler class loky sends tasks with (cloudpickle plus loky's reducers)."""
+    try:
+        from joblib.externals.loky.backend.reduction import get_loky_pickler
+    except ImportError:
+        import cloudpickle
+
+        return cloudpickle.Pickler
+    return get_loky_pickler()
