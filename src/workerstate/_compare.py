@@ -81,11 +81,17 @@ def strictly_equal(a: Any, b: Any, depth: int = 0) -> bool | None:
             return False
         return _all_equal(strictly_equal(x, y, depth + 1) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
-        if len(a) != len(b) or list(a) != list(b):
+        if len(a) != len(b):
             return False
-        if not all(type(k) in IMMUTABLE_SCALARS for k in a):
-            return None
-        return _all_equal(strictly_equal(v, b[k], depth + 1) for k, v in a.items())
+        # Keys too: {1: x}, {True: x} and {1.0: x} are == but another state.
+        for key_a, key_b in zip(a, b, strict=True):
+            if type(key_a) not in IMMUTABLE_SCALARS:
+                return None
+            if strictly_equal(key_a, key_b, depth + 1) is not True:
+                return False
+        return _all_equal(
+            strictly_equal(x, y, depth + 1) for x, y in zip(a.values(), b.values(), strict=True)
+        )
     if type(a).__module__ == "numpy" and type(a).__name__ == "ndarray":
         return _same_array(a, b)
     return None
