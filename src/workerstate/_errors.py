@@ -8,12 +8,14 @@ needs extra arguments fails to unpickle in the parent and hides the real error.
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 __all__ = [
     "CallbackError",
     "SetterError",
     "StatePicklingError",
     "StateRestoreWarning",
+    "TaskPicklingError",
     "WorkerStateError",
 ]
 
@@ -42,6 +44,20 @@ class SetterError(WorkerStateError, RuntimeError):
     The original exception is chained as ``__cause__``; after a trip through a process pool
     its traceback appears in the message that joblib shows.
     """
+
+
+class TaskPicklingError(WorkerStateError, pickle.PicklingError):
+    """A task of a ``Parallel`` call cannot be sent to the worker processes.
+
+    The message names the task, the part of it that fails to pickle, the trap and the fix;
+    the error that joblib raised is chained as ``__cause__``. :attr:`report` holds the
+    :class:`~workerstate.diagnose.PicklingReport` and :attr:`task_index` the position of the
+    task among the ones that were checked. The constructor takes the message only, so the
+    error survives pickling.
+    """
+
+    report: Any = None  # a workerstate.diagnose.PicklingReport
+    task_index: int | None = None
 
 
 class StateRestoreWarning(RuntimeWarning):

@@ -25,8 +25,9 @@ frame ``f_locals["self"]``                  a task being made belongs to        
 ``Parallel._backend``                       :func:`backend_of`                     None: capture for an unknown backend
 ``Parallel._effective_n_jobs()``            :func:`runs_in_workers`                ``Parallel.n_jobs != 1``
 ``BatchCompletionCallBack.parallel``        :func:`parallel_of_callback`           None: the backend's last capture
-``parallel.BACKENDS``,                      :func:`backend_factory`                joblib's own backend classes by name
-``parallel.EXTERNAL_BACKENDS``
+``parallel.BACKENDS``,                      :func:`backend_factory`,               joblib's own backend classes by name
+``parallel.EXTERNAL_BACKENDS``              :func:`backend_name`
+``parallel.get_active_backend``             :func:`active_backend`                 the backend of a new ``Parallel()``
 class names ``LokyBackend``,                :func:`backend_kind`                   "other": install per task, and send
 ``MultiprocessingBackend``,                                                        functions that only cloudpickle can
 ``DaskDistributedBackend``                                                         pickle by value
@@ -52,8 +53,10 @@ from joblib import parallel as _joblib_parallel
 __all__ = [
     "KEY",
     "CallRecord",
+    "active_backend",
     "backend_factory",
     "backend_kind",
+    "backend_name",
     "backend_of",
     "batch_items",
     "call_id",
@@ -257,6 +260,23 @@ def backend_factory(name: str) -> Callable[..., Any] | None:
             register()
             factory = backends.get(name)
     return factory
+
+
+def backend_name(backend: Any) -> str:
+    """The name ``backend``'s class is registered under, else the class name."""
+    for name, cls in (_registered() or _builtin_backends()).items():
+        if type(backend) is cls:
+            return str(name)
+    return type(backend).__name__
+
+
+def active_backend() -> tuple[Any, Any]:
+    """The backend and default ``n_jobs`` that ``joblib.Parallel()`` would use here."""
+    get = getattr(_joblib_parallel, "get_active_backend", None)
+    if get is None:
+        return backend_of(joblib.Parallel()), None
+    backend, n_jobs = get()
+    return backend, n_jobs
 
 
 def _builtin_backends() -> dict[str, Any]:

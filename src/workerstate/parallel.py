@@ -38,13 +38,13 @@ from ._errors import (
     SetterError,
     StatePicklingError,
     StateRestoreWarning,
+    TaskPicklingError,
     WorkerStateError,
 )
 from ._parallel import Parallel
 from ._pool import fresh_pool
 from ._registry import Callback, SideChannel, default_name, default_registry, side_channels
 from ._task import delayed
-from .diagnose import TaskPicklingError
 
 __all__ = [
     "CallbackError",
