@@ -37,7 +37,6 @@ def _fits_seen(result: dict[str, Any]) -> set[tuple[Any, ...]]:
     return {est.seen_ for est in result["estimator"]}
 
 
-@pytest.mark.timeout(90)
 @pytest.mark.parametrize("inner", INNERS)
 def test_cross_validate_sees_the_state(inner: str) -> None:
     _register_state()
@@ -51,7 +50,6 @@ def test_cross_validate_sees_the_state(inner: str) -> None:
     assert _fits_seen(result) == {("run-time", "caller-local", True)}
 
 
-@pytest.mark.timeout(60)
 def test_without_the_backend_cross_validate_does_not_see_it() -> None:
     """The negative control: scikit-learn forwards its own config, not the user's state."""
     _register_state()
@@ -62,7 +60,6 @@ def test_without_the_backend_cross_validate_does_not_see_it() -> None:
     assert _fits_seen(result) == {(_state.IMPORT_VALUE, _state.IMPORT_LOCAL, True)}
 
 
-@pytest.mark.timeout(90)
 def test_cross_val_score_and_grid_search_from_a_worker_thread() -> None:
     """Thread-local state is the calling thread's, also when that is not the main thread."""
     _register_state()
@@ -98,7 +95,6 @@ def test_cross_val_score_and_grid_search_from_a_worker_thread() -> None:
     assert list(outcome["grid"]) == [1.0, 1.0, 1.0]
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("inner", INNERS)
 def test_plain_joblib_calls_under_the_backend(inner: str) -> None:
     _register_state()
@@ -112,7 +108,6 @@ def test_plain_joblib_calls_under_the_backend(inner: str) -> None:
         assert {s["pid"] for s in after} <= {s["pid"] for s in seen} | loky_pids()
 
 
-@pytest.mark.timeout(120)
 def test_dask_as_the_inner_backend(dask_client: Any) -> None:
     _register_state()
     with (
@@ -136,7 +131,6 @@ def test_tasks_from_workerstate_delayed_are_not_wrapped_twice() -> None:
     assert rebind(rebound, snapshot) is rebound
 
 
-@pytest.mark.timeout(60)
 def test_workerstate_delayed_under_the_backend_runs_each_task_once() -> None:
     _register_state()
     with joblib.parallel_config(backend="workerstate"):
@@ -159,7 +153,6 @@ def test_the_backend_looks_like_its_inner_backend() -> None:
     assert backend.uses_threads
 
 
-@pytest.mark.timeout(90)
 @pytest.mark.parametrize("inner", ["loky", "threading"])
 def test_nested_calls_inside_tasks_get_the_state(inner: str) -> None:
     """joblib hands nested calls the backend's nested backend; the wrapper wraps that too,

@@ -224,7 +224,6 @@ def test_callback_returning_the_wrong_shape(
     _unchanged(before)
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("api", rh.API_NAMES)
 def test_callback_returning_the_wrong_shape_on_loky(
     api: str, tmp_path: Path, _existing: tuple[tuple[str, Any], ...]
@@ -328,7 +327,6 @@ def _callback_with_a_bad_setter() -> tuple[Any, Any]:
     return rh.get_other_local(), _setter_without_arguments
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", ["threading", "loky"])
 def test_setter_taking_no_argument(backend: str, _existing: tuple[tuple[str, Any], ...]) -> None:
     parallel.register_global_parallel_callback(_callback_with_a_bad_setter, name="bad-setter")
@@ -393,7 +391,6 @@ UNPICKLABLE: dict[str, tuple[Callable[[Path], Any], str]] = {
 }
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("kind", "api", "backend"),
     [
@@ -426,7 +423,6 @@ def test_unpicklable_value(
     _unchanged(before)
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("callback", "part"),
     [(_lock_setter_callback, "setter"), (_CallbackHoldingALock(), "callback")],
@@ -459,7 +455,6 @@ class _Unloadable:
         return _cannot_rebuild, ()
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.filterwarnings(
     "ignore:Exception in thread ExecutorManagerThread:pytest.PytestUnhandledThreadExceptionWarning"
 )
@@ -501,7 +496,6 @@ BAD_TASKS: dict[str, Callable[[Callable[..., Any]], Any]] = {
 }
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", ["threading", "loky"])
 @pytest.mark.parametrize("bad", list(BAD_TASKS))
 def test_bad_tasks_give_joblibs_own_error(
@@ -557,7 +551,6 @@ REENTRANT_CALLBACKS = {
 }
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", ["threading", "loky"])
 @pytest.mark.parametrize("kind", list(REENTRANT_CALLBACKS))
 def test_reentrant_registration_from_inside_a_callback(
@@ -588,7 +581,6 @@ def _callback_with_a_registering_setter() -> tuple[Any, Any]:
     return rh.get_other_local(), _registering_setter
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", ["threading", "loky"])
 def test_reentrant_registration_from_inside_a_setter(backend: str, fresh_workers: None) -> None:
     """A setter that registers a callback where it runs (a pool thread of the parent, or a

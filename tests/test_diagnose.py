@@ -173,7 +173,6 @@ def test_replaced_class(monkeypatch: pytest.MonkeyPatch) -> None:
     assert report.type_name == "tests._diagnose_helpers.Point"
 
 
-@pytest.mark.timeout(60)
 def test_wrapper_patched_over_a_function_arrives_unpatched(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -250,7 +249,6 @@ def test_module_object() -> None:
     assert fields(report) == (True, False, True, "value['json']", "module")
 
 
-@pytest.mark.timeout(60)
 def test_main_module_objects(tmp_path: Path) -> None:
     """Functions and classes of ``__main__``: by value, fragile, and only blamed when they fail."""
     out = run_python(
@@ -314,7 +312,6 @@ def test_main_module_advice_is_in_the_report() -> None:
 
 
 # -- task pickling errors from real joblib calls ---------------------------------------------
-@pytest.mark.timeout(60)
 def test_explains_loky_task_error() -> None:
     tasks = [
         joblib.delayed(helpers.length)([1, 2]),
@@ -340,7 +337,6 @@ def test_explains_loky_task_error() -> None:
     assert info.value.__cause__ is exc
 
 
-@pytest.mark.timeout(60)
 def test_explains_keyword_arguments_and_workerstate_tasks() -> None:
     tasks = [parallel.delayed(helpers.first)([1]), parallel.delayed(_state.combine)(1, b=2)]
     tasks.append(parallel.delayed(_state.combine)(1, scale={"rows": (i for i in range(2))}))
@@ -352,7 +348,6 @@ def test_explains_keyword_arguments_and_workerstate_tasks() -> None:
     assert "combine(1, scale={'rows': <generator" in flat(error)
 
 
-@pytest.mark.timeout(60)
 def test_explains_workerstate_parallel_task_error() -> None:
     parallel.register_global_parallel_callback(_state.value_callback, name="value")
     tasks = [joblib.delayed(helpers.length)([i]) for i in range(3)]
@@ -374,7 +369,6 @@ def test_explains_workerstate_parallel_task_error() -> None:
     assert explain_pickling_error(error, tasks) is None
 
 
-@pytest.mark.timeout(60)
 def test_explains_lambda_on_the_multiprocessing_backend() -> None:
     tasks = [joblib.delayed(lambda x: x * 2)(i) for i in range(3)]
     exc = joblib_error(tasks, backend="multiprocessing")
@@ -430,7 +424,6 @@ def _local_objects() -> dict[str, tuple[Any, Any, str]]:
     }
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", ["loky", "multiprocessing"])
 @pytest.mark.parametrize("name", list(_local_objects()))
 def test_explains_what_the_backend_cannot_pickle(backend: str, name: str) -> None:
@@ -448,7 +441,6 @@ def test_explains_what_the_backend_cannot_pickle(backend: str, name: str) -> Non
     assert error.__cause__ is exc
 
 
-@pytest.mark.timeout(60)
 def test_not_explained() -> None:
     """Other errors, workerstate's own, and errors no task accounts for are left alone."""
     tasks = [joblib.delayed(_state.fail)(i) for i in range(2)]
@@ -478,7 +470,6 @@ def test_task_pickling_error_round_trips() -> None:
     assert TaskPicklingError("message only").args == ("message only",)
 
 
-@pytest.mark.timeout(60)
 def test_state_pickling_error_names_the_trap() -> None:
     """Registered values go through the same explanations (via _pickling)."""
     parallel.register_global_parallel_callback(_state.value_callback, name="value")
@@ -491,7 +482,6 @@ def test_state_pickling_error_names_the_trap() -> None:
 
 
 # -- worker cost -----------------------------------------------------------------------------
-@pytest.mark.timeout(60)
 def test_worker_cost_measures_a_new_worker_and_leaves_the_pool_alone() -> None:
     before = loky_pids()
     parallel.register_global_parallel_callback(_state.value_callback, name="value")

@@ -19,8 +19,6 @@ from workerstate import diagnose, parallel
 ROOT = Path(__file__).resolve().parents[1]
 HELPERS = "tests._diagnose_helpers"
 
-pytestmark = pytest.mark.timeout(60)
-
 
 def doctor(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

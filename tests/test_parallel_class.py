@@ -31,7 +31,6 @@ def test_is_a_joblib_parallel() -> None:
     assert (p.n_jobs, p.batch_size, p.return_generator) == (3, 2, True)
 
 
-@pytest.mark.timeout(60)
 def test_binds_tasks_made_with_plain_joblib_delayed(process_backend: str) -> None:
     parallel.register_global_parallel_callback(_state.value_callback, name="value")
     with open_parallel(Parallel, process_backend, batch_size=1) as p:
@@ -42,7 +41,6 @@ def test_binds_tasks_made_with_plain_joblib_delayed(process_backend: str) -> Non
     assert os.getpid() not in _values(results, "pid")
 
 
-@pytest.mark.timeout(60)
 def test_binds_a_mix_of_both_delayed_kinds_and_functions() -> None:
     parallel.register_global_parallel_callback(_state.value_callback, name="value")
     parallel.register_global_parallel_callback(_state.local_callback, name="local")
@@ -59,7 +57,6 @@ def test_binds_a_mix_of_both_delayed_kinds_and_functions() -> None:
         assert seen["value"] == expected, seen
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", ["loky", "multiprocessing", "dask"])
 @pytest.mark.parametrize("delayed_kind", ["joblib.delayed", "ws.delayed"])
 def test_captures_once_per_call(
@@ -83,7 +80,6 @@ def test_captures_once_per_call(
     assert counts == [1, 1, 1]
 
 
-@pytest.mark.timeout(60)
 def test_plain_joblib_parallel_with_ws_delayed_captures_once_per_call() -> None:
     parallel.register_global_parallel_callback(_state.recording_callback, name="recording")
     loky_pids()
@@ -112,7 +108,6 @@ def test_captures_once_per_call_on_the_threading_backend(delayed_kind: str) -> N
     assert _state.parent_callback_calls() == 1
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("delayed_kind", ["joblib.delayed", "ws.delayed"])
 def test_tasks_built_before_the_call_get_the_calls_state(
     process_backend: str, delayed_kind: str
@@ -130,7 +125,6 @@ def test_tasks_built_before_the_call_get_the_calls_state(
     assert _values(second) == {"when-called-again"}
 
 
-@pytest.mark.timeout(60)
 def test_plain_joblib_parallel_gives_prebuilt_ws_tasks_their_build_time_state() -> None:
     """The documented counterpart: outside a call, ``delayed`` captures when the task is made."""
     parallel.register_global_parallel_callback(_state.value_callback, name="value")
@@ -142,7 +136,6 @@ def test_plain_joblib_parallel_gives_prebuilt_ws_tasks_their_build_time_state() 
     assert _values(results) == {"when-built"}
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_context_manager_sees_state_changes_between_calls(
     backend: str, request: pytest.FixtureRequest
@@ -170,7 +163,6 @@ def test_context_manager_sees_state_changes_between_calls(
         assert os.getpid() not in pids
 
 
-@pytest.mark.timeout(60)
 def test_generator_output_and_length() -> None:
     parallel.register_global_parallel_callback(_state.value_callback, name="value")
     loky_pids()
@@ -204,7 +196,6 @@ def test_items_that_are_not_tasks_fail_as_in_joblib() -> None:
     assert str(info.value) == str(control.value)
 
 
-@pytest.mark.timeout(60)
 def test_capture_errors_are_raised_before_any_task_runs(tmp_path: Any) -> None:
     calls = []
 

@@ -39,8 +39,6 @@ REPO = Path(__file__).resolve().parents[1]
 N_JOBS = 2
 N_TASKS = 6
 
-pytestmark = pytest.mark.timeout(60)
-
 
 def run(tasks: Iterable[Any], backend: str | None = "loky") -> list[Any]:
     """One task per batch, so the tasks spread over the workers.
@@ -189,7 +187,6 @@ def test_numpy_documented_defaults_match_a_new_process() -> None:
     assert printoptions == _presets_libs.NUMPY_PRINT_DEFAULTS
 
 
-@pytest.mark.timeout(90)
 def test_libraries_the_parent_did_not_import_stay_unimported(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """

@@ -70,7 +70,6 @@ def _register_value_and_local() -> None:
 
 
 # -- 1. run-time state reaches the workers ----------------------------------------------------
-@pytest.mark.timeout(60)
 def test_runtime_state_reaches_workers(any_backend: str, api: Any) -> None:
     parallel_cls, delayed = api
     _register_value()
@@ -83,7 +82,6 @@ def test_runtime_state_reaches_workers(any_backend: str, api: Any) -> None:
         assert os.getpid() not in _values(results, "pid")
 
 
-@pytest.mark.timeout(60)
 def test_without_workerstate_the_state_does_not_arrive(process_backend: str) -> None:
     """The control: the same tasks with plain joblib see the workers' import-time value."""
     _register_value()
@@ -94,7 +92,6 @@ def test_without_workerstate_the_state_does_not_arrive(process_backend: str) -> 
     assert os.getpid() not in _values(results, "pid")
 
 
-@pytest.mark.timeout(60)
 def test_state_changes_between_calls_reach_the_same_workers(process_backend: str) -> None:
     _register_value()
     with open_parallel(joblib.Parallel, process_backend, batch_size=1) as p:
@@ -105,7 +102,6 @@ def test_state_changes_between_calls_reach_the_same_workers(process_backend: str
     assert seen == [{"first"}, {"second"}, {"first"}, {_state.IMPORT_VALUE}, {"third"}]
 
 
-@pytest.mark.timeout(60)
 def test_a_generator_finished_by_a_second_call_gets_the_second_calls_state() -> None:
     """Tasks pulled from one generator object by two calls: each call's tasks carry the
     state of the call that pulls them, also on the threads that pulled for the first call."""
@@ -126,7 +122,6 @@ def test_a_generator_finished_by_a_second_call_gets_the_second_calls_state() -> 
     assert first is not None  # the first Parallel stays alive throughout
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", ["nested setter", "lambdas"])
 def test_nested_setters_and_lambdas_work_on_every_backend(process_backend: str, kind: str) -> None:
     if kind == "lambdas":
@@ -189,7 +184,6 @@ def _wrong_tasks(results: list[dict[str, Any]]) -> list[int]:
     ]
 
 
-@pytest.mark.timeout(60)
 def test_thread_local_state_is_the_callers_in_every_task(any_backend: str, api: Any) -> None:
     results, other_threads = _thread_local_call(*api, any_backend)
     assert [seen["i"] for seen in results] == list(range(40))
@@ -199,7 +193,6 @@ def test_thread_local_state_is_the_callers_in_every_task(any_backend: str, api: 
     assert _wrong_tasks(results) == []
 
 
-@pytest.mark.timeout(60)
 def test_thread_local_state_without_workerstate(any_backend: str) -> None:
     """The control: no task sees the caller's thread-local state."""
     results, _ = _thread_local_call(*CONTROL, any_backend)
@@ -208,7 +201,6 @@ def test_thread_local_state_without_workerstate(any_backend: str) -> None:
     assert _values(results, "local") == {_state.IMPORT_LOCAL}
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("api_name", ["joblib.Parallel+ws.delayed", "ws.Parallel+joblib.delayed"])
 def test_thread_local_state_when_called_from_another_thread(
     any_backend: str, api_name: str
@@ -255,7 +247,6 @@ def _check_wrapped(results: list[dict[str, Any]], setting: tuple[int, ...]) -> N
             assert (seen["value"], seen["local"]) == ("run-time", "caller-local"), seen
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("batching", list(BATCHINGS))
 def test_no_leak_into_later_plain_tasks_in_reused_loky_workers(api: Any, batching: str) -> None:
     parallel_cls, delayed = api
@@ -276,7 +267,6 @@ def test_no_leak_into_later_plain_tasks_in_reused_loky_workers(api: Any, batchin
     assert _values(plain, "local") == {_state.IMPORT_LOCAL}
 
 
-@pytest.mark.timeout(60)
 def test_no_leak_into_plain_tasks_batched_with_wrapped_tasks() -> None:
     """A plain task that shares a batch with workerstate tasks sees the worker's own state."""
     _register_value_and_local()
@@ -296,7 +286,6 @@ def test_no_leak_into_plain_tasks_batched_with_wrapped_tasks() -> None:
     assert [seen["local"] for seen in plain] == [_state.IMPORT_LOCAL] * len(plain)
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("made", ["during the call", "before the call"])
 def test_no_leak_when_the_wrapped_task_raises_in_a_loky_worker(made: str) -> None:
     """joblib kills the loky pool when a task's error reaches it, so the task's exception
@@ -326,7 +315,6 @@ def test_no_leak_when_the_wrapped_task_raises_in_a_loky_worker(made: str) -> Non
     assert _values(plain) == {_state.IMPORT_VALUE}
 
 
-@pytest.mark.timeout(60)
 def test_no_leak_when_the_wrapped_task_raises_in_a_dask_worker(dask_client: Any) -> None:
     """dask keeps its workers when a task fails: a later plain task in the failing worker."""
     _register_value_and_local()
@@ -355,7 +343,6 @@ def test_no_leak_when_the_wrapped_task_raises_in_a_dask_worker(dask_client: Any)
 
 
 # -- 4. nested parallelism --------------------------------------------------------------------
-@pytest.mark.timeout(90)
 def test_nested_parallel_in_a_loky_worker_gets_the_top_parents_state() -> None:
     _register_value()
     workers = loky_pids()
@@ -383,7 +370,6 @@ def _boom_filter() -> None:
     warnings.filterwarnings("error", category=UserWarning, message=_state.BOOM)
 
 
-@pytest.mark.timeout(60)
 def test_warning_filters_reach_workers(any_backend: str, api: Any) -> None:
     parallel_cls, delayed = api
     _neutral_filters()
@@ -394,7 +380,6 @@ def test_warning_filters_reach_workers(any_backend: str, api: Any) -> None:
     assert _values(results, "boom_raises") == {True}
 
 
-@pytest.mark.timeout(60)
 def test_warning_filters_without_workerstate(process_backend: str) -> None:
     _neutral_filters()
     with open_parallel(joblib.Parallel, process_backend, batch_size=1) as p:
@@ -403,7 +388,6 @@ def test_warning_filters_without_workerstate(process_backend: str) -> None:
     assert _values(results, "boom_raises") == {False}
 
 
-@pytest.mark.timeout(60)
 def test_a_task_that_warns_raises_in_the_worker(any_backend: str) -> None:
     _neutral_filters()
     with open_parallel(joblib.Parallel, any_backend) as p:
@@ -414,7 +398,6 @@ def test_a_task_that_warns_raises_in_the_worker(any_backend: str) -> None:
         assert p(parallel.delayed(_state.warn_other)(i) for i in range(2)) == [0, 1]
 
 
-@pytest.mark.timeout(60)
 def test_warning_filters_are_restored_after_the_task() -> None:
     loky_pids()
     baseline = joblib.Parallel(n_jobs=N_JOBS, batch_size=1)(
@@ -446,7 +429,6 @@ def test_warning_filters_are_restored_after_the_task() -> None:
             assert seen["filters"] == filters_before[seen["pid"]]
 
 
-@pytest.mark.timeout(60)
 def test_filter_naming_a_category_the_worker_has_not_imported(fresh_workers: None) -> None:
     loky_pids()
     warnings.resetwarnings()
@@ -568,7 +550,6 @@ def _run_script(tmp_path: Path, source: str, start_method: str) -> dict[str, Any
     return out
 
 
-@pytest.mark.timeout(90)
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
 @pytest.mark.parametrize("script", ["callback in __main__", "callback imported"])
 def test_multiprocessing_with_functions_defined_in_main(
@@ -598,7 +579,6 @@ def test_callback_not_returning_a_pair(api: Any, returned: object, tmp_path: Pat
     assert not marker.exists()
 
 
-@pytest.mark.timeout(60)
 def test_callback_not_returning_a_pair_on_loky(api: Any, tmp_path: Path) -> None:
     parallel_cls, delayed = api
     loky_pids()
@@ -627,7 +607,6 @@ def test_callback_raising(api: Any, tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", ["loky", "multiprocessing"])
 def test_unpicklable_value_raises_state_pickling_error(
     backend: str, api: Any, tmp_path: Path
@@ -657,7 +636,6 @@ def test_unpicklable_value_is_fine_on_the_threading_backend(api: Any) -> None:
     assert all(value["lock"] is lock for value in results)
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("api_name", "backend"),
     [
@@ -725,7 +703,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.timeout(60)
 def test_fresh_pool_gives_new_workers() -> None:
     before = loky_pids()
     assert loky_pids() <= before  # without it the pool is reused
@@ -736,7 +713,6 @@ def test_fresh_pool_gives_new_workers() -> None:
     assert not after & before
 
 
-@pytest.mark.timeout(60)
 def test_fresh_pool_as_a_context_manager() -> None:
     before = loky_pids()
     with fresh_pool() as pool:
@@ -747,7 +723,6 @@ def test_fresh_pool_as_a_context_manager() -> None:
     assert not loky_pids() & (before | inside)
 
 
-@pytest.mark.timeout(60)
 def test_fresh_pool_twice_and_without_a_pool() -> None:
     loky_pids()
     fresh_pool()
@@ -779,7 +754,6 @@ def _pool_before_fresh_workers() -> Iterator[dict[str, set[int]]]:
     assert not any(_alive(pid) for pid in pids["during"]), "fresh_workers left workers behind"
 
 
-@pytest.mark.timeout(60)
 def test_fresh_workers_fixture(
     _pool_before_fresh_workers: dict[str, set[int]], fresh_workers: None
 ) -> None:
@@ -890,7 +864,6 @@ def result_backend(request: pytest.FixtureRequest) -> str:
     return backend
 
 
-@pytest.mark.timeout(60)
 def test_results_and_order_are_joblibs(result_backend: str, api: Any) -> None:
     _register_value()
     expected = _run(*CONTROL, result_backend, _combine_tasks)
@@ -909,7 +882,6 @@ def _outcome(api: Any, backend: str, **kwargs: Any) -> tuple[Any, ...]:
         return ("raised", type(exc), re.sub(r"0x[0-9a-f]+", "0x...", str(exc)))
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", GENERATOR_BACKENDS)
 def test_return_as_generator(backend: str, api: Any, request: pytest.FixtureRequest) -> None:
     if backend == "dask":
@@ -921,7 +893,6 @@ def test_return_as_generator(backend: str, api: Any, request: pytest.FixtureRequ
     assert _outcome(api, backend, return_as="generator") == expected
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", GENERATOR_BACKENDS)
 def test_return_as_generator_unordered(
     backend: str, api: Any, request: pytest.FixtureRequest
@@ -955,7 +926,6 @@ def test_return_as_generator_unsupported_is_joblibs_error(api: Any) -> None:
     assert without_addresses(info.value) == without_addresses(control.value)
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", ["loky", "threading", "dask"])
 def test_exceptions_are_joblibs(backend: str, api: Any, request: pytest.FixtureRequest) -> None:
     if backend == "dask":
@@ -995,7 +965,6 @@ def test_n_jobs_1(backend: str, api: Any) -> None:
     assert _state.get_local() == "caller-local"
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("api_name", ["joblib.Parallel+ws.delayed", "ws.Parallel+ws.delayed"])
 def test_state_is_captured_once_per_call_with_a_generator_output(api_name: str) -> None:
     """Changing the parent's state while a call's results are consumed does not change the

@@ -257,7 +257,6 @@ COMMON = settings(
 )
 
 
-@pytest.mark.timeout(120)
 @pytest.mark.parametrize("backend", ["threading", "n_jobs=1"])
 @settings(COMMON, max_examples=40)
 @given(program=PROGRAMS)

@@ -197,7 +197,6 @@ def test_concurrent_registration_from_threads() -> None:
     )
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("api", ["joblib.Parallel+delayed", "workerstate.Parallel"])
 def test_registry_changed_from_another_thread_during_a_call(api: str) -> None:
     """Another thread registers and removes callbacks while Parallel calls capture state.

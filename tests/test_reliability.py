@@ -212,7 +212,6 @@ def test_eight_calling_threads_each_see_their_own_state(backend: str) -> None:
 
 
 # -- workers that die in the middle of a task --------------------------------------------------
-@pytest.mark.timeout(90)
 @pytest.mark.parametrize(
     ("how", "recovery", "api"),
     [
@@ -258,7 +257,6 @@ def _picky_setup() -> tuple[int, int]:
     return victim, healthy
 
 
-@pytest.mark.timeout(90)
 def test_setter_failing_on_one_worker_rolls_back_there_and_works_elsewhere() -> None:
     """Seen from inside the workers: on the failing worker the task does not run and the
     setter that already ran is undone; the other worker runs its tasks with the state."""
@@ -296,7 +294,6 @@ def test_setter_failing_on_one_worker_rolls_back_there_and_works_elsewhere() -> 
     assert wrong == []
 
 
-@pytest.mark.timeout(90)
 @loky_abort_noise
 @pytest.mark.parametrize("api", ["joblib.Parallel+ws.delayed", "ws.Parallel+joblib.delayed"])
 def test_setter_failing_on_one_worker_raises_setter_error_in_the_parent(api: str) -> None:
@@ -317,7 +314,6 @@ def test_setter_failing_on_one_worker_raises_setter_error_in_the_parent(api: str
     assert wrong == []
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize(("backend", "batch_size"), [("threading", 1), ("loky", 1), ("loky", 4)])
 def test_setter_failing_when_putting_the_state_back(
     backend: str, batch_size: int, request: pytest.FixtureRequest
@@ -342,7 +338,6 @@ def test_setter_failing_when_putting_the_state_back(
 
 
 # -- a task that raises after changing the registered state ------------------------------------
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("where", ["threading", "n_jobs=1", "loky"])
 def test_task_raising_after_changing_state_is_restored(where: str) -> None:
     # On threads, the slots are process-global and shared with the caller: tasks that change
@@ -477,7 +472,6 @@ def _no_binding_left() -> bool:
     return BINDING.snapshot is None
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("api", rh.API_NAMES)
 def test_keyboard_interrupt_in_a_callback_at_capture(api: str, tmp_path: Path) -> None:
     """A callback in the middle of the registry raises KeyboardInterrupt while the state is
@@ -512,7 +506,6 @@ def _interrupting_tasks(delayed: Any, at: int) -> Iterator[Any]:
     raise KeyboardInterrupt
 
 
-@pytest.mark.timeout(60)
 @loky_abort_noise
 @pytest.mark.parametrize("backend", ["loky", "threading"])
 @pytest.mark.parametrize("api", rh.API_NAMES)
@@ -542,7 +535,6 @@ def test_keyboard_interrupt_from_the_task_iterable(backend: str, api: str) -> No
     _check_recovered(api, "faults", "after-interrupt")
 
 
-@pytest.mark.timeout(60)
 @loky_abort_noise
 @pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="SIGINT goes to main"
@@ -624,7 +616,6 @@ def _timeout_tasks(delayed: Any) -> Iterator[Any]:
         yield delayed(_state.slow_square)(i, 10.0 if i == 1 else 0.0)
 
 
-@pytest.mark.timeout(90)
 @loky_abort_noise
 @pytest.mark.parametrize("api", rh.API_NAMES)
 def test_timeout_still_fires(api: str) -> None:
@@ -645,7 +636,6 @@ def test_timeout_still_fires(api: str) -> None:
     _check_recovered(api, "faults")
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("api", rh.API_NAMES)
 def test_timeout_not_reached_changes_nothing(api: str) -> None:
     _register()
@@ -692,7 +682,6 @@ def test_soak_memory_stays_flat_and_every_task_sees_its_state() -> None:
     assert figures["parent_live_wrappers"] <= 4
 
 
-@pytest.mark.timeout(90)
 def test_soak_check_fails_without_workerstate() -> None:
     """The control: with plain joblib, the soak's check counts every task as wrong."""
     figures = _soak("--tasks", "3000", "--control")

@@ -38,7 +38,6 @@ def _parallel(backend: str, **kwargs: Any) -> parallel.Parallel:
     )
 
 
-@pytest.mark.timeout(90)
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS, indirect=True)
 def test_warnings_and_records_reach_the_parent(
     backend: str, caplog: pytest.LogCaptureFixture
@@ -61,14 +60,12 @@ def test_warnings_and_records_reach_the_parent(
     assert all(r.process != os.getpid() for r in records)
 
 
-@pytest.mark.timeout(60)
 def test_pytest_warns_sees_a_worker_warning() -> None:
     with pytest.warns(rt.RoundTripWarning) as record:
         parallel.Parallel(n_jobs=N_JOBS)(parallel.delayed(rt.warn_and_log)(i) for i in range(4))
     assert "warning from task 3" in {str(w.message) for w in record}
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", ["loky", "dask"], indirect=True)
 def test_generator_results_reissue_as_they_are_consumed(backend: str) -> None:
     try:
@@ -90,7 +87,6 @@ def test_generator_results_reissue_as_they_are_consumed(backend: str) -> None:
     assert seen == [i * 10 for i in range(6)]
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS, indirect=True)
 def test_an_error_filter_turns_a_worker_warning_into_a_parent_error(backend: str) -> None:
     with warnings.catch_warnings():
@@ -101,7 +97,6 @@ def test_an_error_filter_turns_a_worker_warning_into_a_parent_error(backend: str
             )
 
 
-@pytest.mark.timeout(60)
 def test_an_ignore_filter_drops_worker_warnings() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -110,7 +105,6 @@ def test_an_ignore_filter_drops_worker_warnings() -> None:
     assert not [w for w in caught if w.category is rt.RoundTripWarning]
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS, indirect=True)
 def test_a_failing_task_raises_unchanged_and_its_warnings_arrive(
     backend: str, caplog: pytest.LogCaptureFixture
@@ -132,7 +126,6 @@ def test_a_failing_task_raises_unchanged_and_its_warnings_arrive(
     ]
 
 
-@pytest.mark.timeout(120)
 def test_a_thousand_tasks_lose_and_duplicate_nothing(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="tests.roundtrip")
     with warnings.catch_warnings(record=True) as caught:
@@ -147,7 +140,6 @@ def test_a_thousand_tasks_lose_and_duplicate_nothing(caplog: pytest.LogCaptureFi
     assert records == sorted(f"record from task {i}" for i in range(1000))
 
 
-@pytest.mark.timeout(60)
 def test_the_worker_hook_outlives_filter_restores(monkeypatch: pytest.MonkeyPatch) -> None:
     """Restoring filters with catch_warnings (Python 3.14's context-aware warnings) puts back
     the showwarning found on entry; the worker's hook installed inside stays, a task's own
@@ -200,7 +192,6 @@ def test_threading_backend_duplicates_nothing(caplog: pytest.LogCaptureFixture) 
     assert len([r for r in caplog.records if r.name == "tests.roundtrip"]) == 6
 
 
-@pytest.mark.timeout(60)
 def test_plain_joblib_parallel_is_unaffected(caplog: pytest.LogCaptureFixture) -> None:
     """Without workerstate's Parallel nothing is merged back, and nothing breaks."""
     caplog.set_level(logging.WARNING, logger="tests.roundtrip")
@@ -223,7 +214,6 @@ def side_channel() -> Iterator[str]:
         )
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", ["loky", "multiprocessing", "threading"])
 def test_side_channel_round_trip(side_channel: str, backend: str) -> None:
     results = parallel.Parallel(n_jobs=N_JOBS, backend=backend)(
@@ -234,7 +224,6 @@ def test_side_channel_round_trip(side_channel: str, backend: str) -> None:
     assert sorted(worker for _, worker in rt.MERGED) == sorted(results)
 
 
-@pytest.mark.timeout(60)
 def test_side_channel_with_plain_joblib_parallel_is_not_merged(side_channel: str) -> None:
     rt.RESTORED.clear()
     joblib.Parallel(n_jobs=N_JOBS, backend="threading")(

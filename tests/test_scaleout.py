@@ -93,7 +93,6 @@ def _worker_values(client: Any) -> set[Any]:
     return set(client.run(_state.get_value).values())
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("api", list(APIS))
 def test_dask_state_arrives(cluster: Any, api: str) -> None:
     parallel_cls, delayed = APIS[api]
@@ -114,7 +113,6 @@ def test_dask_state_arrives(cluster: Any, api: str) -> None:
     )
 
 
-@pytest.mark.timeout(60)
 def test_dask_workers_are_other_processes_and_send_warnings_back(cluster: Any) -> None:
     """The snapshot's capturing pid, not ``multiprocessing``, tells a task it runs elsewhere."""
     parallel.register_global_parallel_callback(_state.value_callback, name="value")
@@ -131,7 +129,6 @@ def test_dask_workers_are_other_processes_and_send_warnings_back(cluster: Any) -
     assert sorted(str(w.message) for w in caught) == [f"warned in task {i}" for i in range(4)]
 
 
-@pytest.mark.timeout(90)
 def test_dask_state_is_restored_after_each_task(cluster: Any) -> None:
     """Workers are long-lived and shared: after workerstate's tasks, a plain task on the same
     worker process and thread sees the worker's own values again, also when the task changed
@@ -175,7 +172,6 @@ def test_dask_state_is_restored_after_each_task(cluster: Any) -> None:
     assert ran_in == cluster_pids
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("api", ["joblib.Parallel+ws.delayed", "ws.Parallel+ws.delayed"])
 @pytest.mark.parametrize("where", ["main thread", "other thread"])
 def test_dask_thread_local_state_with_two_threads_per_worker(
@@ -209,7 +205,6 @@ def test_dask_thread_local_state_with_two_threads_per_worker(
     assert len(threads) > helpers.N_WORKERS
 
 
-@pytest.mark.timeout(60)
 def test_dask_two_clients_share_the_workers(dask_cli: Any) -> None:
     """Two clients of one scheduler, each called from its own thread with its own thread-local
     value, at the same time: each client's tasks see their caller's value, and the shared
@@ -247,7 +242,6 @@ def test_dask_two_clients_share_the_workers(dask_cli: Any) -> None:
     assert _values(seen_first, "pid") | _values(seen_second, "pid") <= _worker_pids(dask_cli)
 
 
-@pytest.mark.timeout(90)
 @pytest.mark.parametrize("inner", ["threading", "loky"])
 def test_dask_nested_parallel_in_a_task(
     cluster: Any, request: pytest.FixtureRequest, inner: str
@@ -284,7 +278,6 @@ def test_dask_nested_parallel_in_a_task(
     assert _worker_values(cluster) == {_state.IMPORT_VALUE}
 
 
-@pytest.mark.timeout(120)
 @pytest.mark.parametrize("api", ["joblib.Parallel+ws.delayed", "ws.Parallel+ws.delayed"])
 def test_dask_large_value_reaches_every_task(cluster: Any, api: str) -> None:
     """A 10 MB registered value and 1,000 tasks: every task sees the whole value, and the
@@ -309,7 +302,6 @@ def test_dask_large_value_reaches_every_task(cluster: Any, api: str) -> None:
     assert next(iter(published)).startswith("workerstate-")
 
 
-@pytest.mark.timeout(60)
 def test_dask_large_value_is_loaded_once_per_worker_process(cluster: Any) -> None:
     """Each worker process fetches and unpickles a published payload once, and every task
     there uses that one copy; its threads do not each fetch their own.
@@ -332,7 +324,6 @@ def test_dask_large_value_is_loaded_once_per_worker_process(cluster: Any) -> Non
     )
 
 
-@pytest.mark.timeout(60)
 def test_dask_concurrent_tasks_in_one_worker_keep_process_global_state(cluster: Any) -> None:
     """Two tasks of one call run at once on the two threads of one worker process.
 
@@ -359,7 +350,6 @@ def test_dask_concurrent_tasks_in_one_worker_keep_process_global_state(cluster: 
     )
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.filterwarnings("ignore:coroutine 'Client._unpublish_dataset':RuntimeWarning")
 def test_dask_published_payload_is_removed_when_freed_on_the_event_loop(
     dask_local: Any,
@@ -458,7 +448,6 @@ def ray_pool(ray_backend: Any) -> Iterator[Callable[..., joblib.Parallel]]:
         yield lambda cls=joblib.Parallel, **kwargs: cls(n_jobs=2, **kwargs)
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("api", list(APIS))
 def test_ray_state_arrives(ray_pool: Any, api: str) -> None:
     parallel_cls, delayed = APIS[api]
@@ -478,7 +467,6 @@ def test_ray_state_arrives(ray_pool: Any, api: str) -> None:
     )
 
 
-@pytest.mark.timeout(60)
 def test_ray_workers_are_not_multiprocessing_children(ray_pool: Any) -> None:
     """``multiprocessing.parent_process()`` is None in a Ray worker; workerstate still knows
     the task runs in another process and sends its warnings back to the caller."""
@@ -494,7 +482,6 @@ def test_ray_workers_are_not_multiprocessing_children(ray_pool: Any) -> None:
     assert sorted(str(w.message) for w in caught) == [f"warned in task {i}" for i in range(4)]
 
 
-@pytest.mark.timeout(60)
 def test_ray_state_is_restored_after_each_task(ray_pool: Any) -> None:
     _register_value_and_local()
     with ray_pool(batch_size=1) as p:
@@ -518,7 +505,6 @@ def test_ray_state_is_restored_after_each_task(ray_pool: Any) -> None:
     ]
 
 
-@pytest.mark.timeout(60)
 def test_ray_thread_local_state_from_another_parent_thread(ray_pool: Any) -> None:
     parallel.register_global_parallel_callback(_state.local_callback, name="local")
     local = _fresh("local")
@@ -536,7 +522,6 @@ def test_ray_thread_local_state_from_another_parent_thread(ray_pool: Any) -> Non
     assert _state.get_local() == _state.IMPORT_LOCAL
 
 
-@pytest.mark.timeout(60)
 def test_ray_nested_parallel_in_a_task(ray_pool: Any) -> None:
     _register_value_and_local()
     value, local = _fresh("value"), _fresh("local")
@@ -551,7 +536,6 @@ def test_ray_nested_parallel_in_a_task(ray_pool: Any) -> None:
     assert _values(nested, "pid") == {outer["pid"]}
 
 
-@pytest.mark.timeout(90)
 def test_ray_large_value_reaches_every_task(ray_pool: Any) -> None:
     parallel.register_global_parallel_callback(_state.local_callback, name="local")
     big = os.urandom(helpers.BIG_SIZE)
@@ -561,7 +545,6 @@ def test_ray_large_value_reaches_every_task(ray_pool: Any) -> None:
     assert _values(seen, "ends") == {(big[:16], big[-16:])}
 
 
-@pytest.mark.timeout(60)
 def test_ray_large_value_does_not_need_the_callers_filesystem(ray_pool: Any) -> None:
     """Ray's workers may run on other machines. ``ray.util.joblib``'s backend subclasses
     joblib's multiprocessing backend, and workerstate takes it for workers on this machine:
