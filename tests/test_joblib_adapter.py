@@ -87,7 +87,7 @@ def test_a_method_joblib_renamed(
 
 @pytest.mark.parametrize(
     "internal",
-    ["_CALL_ID", "_ITERATOR", "_RUNNING", "_BACKEND", "_EFFECTIVE_N_JOBS", "_CALLBACK_PARALLEL"],
+    ["_CALL_ID", "_ITERATOR", "_RUNNING", "_BACKEND", "_CALLBACK_PARALLEL"],
 )
 @pytest.mark.parametrize("backend", ["loky", "multiprocessing", "threading"])
 def test_an_attribute_joblib_renamed(

@@ -103,6 +103,8 @@ _INSTALLED: dict[str, Installed] = {}
 _INSTALLED_LOCK = threading.Lock()
 # Never the same object as any state, so a callback that cannot be read counts as changed.
 _UNKNOWN = object()
+# Python 3.14 can keep warning filters per context (thread) instead of per process.
+_CONTEXT_AWARE = bool(getattr(sys.flags, "context_aware_warnings", False))
 
 
 class _Active(threading.local):
@@ -123,9 +125,18 @@ def active_snapshot() -> Any:
 def install(snapshot: Any) -> Undo:
     """Install ``snapshot``'s state on this thread; return what :func:`restore` needs."""
     with running_callbacks():
-        undo = Undo(_warnings.install_filters(snapshot.live_filters()), [])
-        _ACTIVE.stack.append(snapshot)
         in_parent = snapshot.pid == os.getpid()
+        # Threads of the parent's own process share its warning filters, which are the
+        # parent's live ones: installing and restoring them there would undo what the
+        # parent changes meanwhile. Only with context-aware warnings (Python 3.14) does each
+        # thread have filters of its own, set here for the task.
+        filters = (
+            None
+            if in_parent and not _CONTEXT_AWARE
+            else _warnings.install_filters(snapshot.live_filters())
+        )
+        undo = Undo(filters, [])
+        _ACTIVE.stack.append(snapshot)
         try:
             for entry in snapshot.entries:
                 undo.steps.append(_install_one(snapshot, entry, in_parent))
@@ -223,7 +234,8 @@ def _exit(snapshot: Any, undo: Undo) -> None:
             stack.pop()
         elif snapshot in stack:
             stack.remove(snapshot)
-        _warnings.uninstall_filters(undo.filters)
+        if undo.filters is not None:
+            _warnings.uninstall_filters(undo.filters)
     if failure is not None:
         raise failure
 

@@ -23,7 +23,6 @@ frame ``f_locals["self"]``                  a task being made belongs to        
 ``BatchedCalls.__call__`` (code), frame     :func:`batch_items`: the tasks of      None: install and restore around each
 ``f_locals["self"].items``                  the batch a worker runs                task
 ``Parallel._backend``                       :func:`backend_of`                     None: capture for an unknown backend
-``Parallel._effective_n_jobs()``            :func:`runs_in_workers`                ``Parallel.n_jobs != 1``
 ``BatchCompletionCallBack.parallel``        :func:`parallel_of_callback`           None: the backend's last capture
 ``parallel.BACKENDS``,                      :func:`backend_factory`,               joblib's own backend classes by name
 ``parallel.EXTERNAL_BACKENDS``              :func:`backend_name`
@@ -160,7 +159,6 @@ _CALL_ID = "_call_id"
 _ITERATOR = "_original_iterator"
 _RUNNING = "_running"
 _BACKEND = "_backend"
-_EFFECTIVE_N_JOBS = "_effective_n_jobs"
 _CALLBACK_PARALLEL = "parallel"
 _BATCH_ITEMS = "items"
 
@@ -223,14 +221,13 @@ def backend_of(parallel: Any) -> Any:
 
 
 def runs_in_workers(parallel: Any) -> bool:
-    """Whether ``parallel`` hands its tasks to workers (with one job joblib runs them itself)."""
-    compute = getattr(parallel, _EFFECTIVE_N_JOBS, None)
-    if compute is not None:
-        try:
-            return int(compute()) != 1
-        except Exception:
-            pass
-    return bool(getattr(parallel, "n_jobs", None) != 1)
+    """Whether ``parallel`` may hand its tasks to workers: ``n_jobs`` other than 1.
+
+    joblib's own answer, ``Parallel._effective_n_jobs()``, warns when a multiprocessing call
+    is nested in a worker, and joblib asks it again itself: asking here would repeat the
+    warning. A nested call that joblib then runs in the worker is counted as using workers.
+    """
+    return getattr(parallel, "n_jobs", None) not in (None, 1)
 
 
 def parallel_of_callback(callback: Any) -> Any:

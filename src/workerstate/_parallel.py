@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import pickle
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -25,12 +26,17 @@ _RECENT_TASKS = 64
 class _BoundTasks:
     """The caller's tasks, each bound to the call's snapshot; keeps ``len()`` for joblib."""
 
-    __slots__ = ("_iterable", "_snapshot", "recent")
+    __slots__ = ("_context", "_iterable", "_snapshot", "recent")
 
     def __init__(self, iterable: Iterable[Any], snapshot: Snapshot) -> None:
         self._iterable = iterable
         self._snapshot = snapshot
         self.recent: deque[Any] = deque(maxlen=_RECENT_TASKS)
+        # joblib pulls the later tasks on its own threads, in their contexts: the caller's
+        # generator runs in (a copy of) the caller's context instead, on every thread, so a
+        # ContextVar it reads has the caller's value. joblib pulls under its own lock, so
+        # the context is never entered twice at once.
+        self._context = contextvars.copy_context()
 
     def __len__(self) -> int:
         return len(self._iterable)  # type: ignore[arg-type]
@@ -40,6 +46,7 @@ class _BoundTasks:
         binding = BINDING
         recent = self.recent
         iterator = iter(self._iterable)
+        run = self._context.run
         last_func: Any = None
         last_call: Any = None
         while True:
@@ -47,7 +54,7 @@ class _BoundTasks:
             # the call's snapshot directly, on whichever thread joblib pulls them.
             outer, binding.snapshot = binding.snapshot, snapshot
             try:
-                task = next(iterator)
+                task = run(next, iterator)
             except StopIteration:
                 return
             finally:

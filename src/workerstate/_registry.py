@@ -116,6 +116,7 @@ class CallbackRegistry:
                 f"register_{self._api}() needs {self._expects}; "
                 f"got {type(callback).__name__} {callback!r}."
             )
+        chosen = name is None
         if name is None:
             name = default_name(callback)
         elif not isinstance(name, str):
@@ -125,6 +126,8 @@ class CallbackRegistry:
         elif not name:
             raise ValueError("The registration name must not be empty.")
         with self._lock:
+            if chosen:
+                name = self._free_default(name, callback)
             if any(existing == name for existing, _ in self._items):
                 raise ValueError(
                     f"A {self._kind} named {name!r} is already registered. Remove it first "
@@ -132,6 +135,17 @@ class CallbackRegistry:
                 )
             self._items = (*self._items, (name, callback))
         return name
+
+    def _free_default(self, name: str, callback: Callback) -> str:
+        # Two closures made by one factory share a qualified name: each callback object
+        # gets its own name, with a suffix; the same object again keeps the name it has, so
+        # registering it twice still fails.
+        taken = dict(self._items)
+        candidate, number = name, 1
+        while candidate in taken and taken[candidate] is not callback:
+            number += 1
+            candidate = f"{name}-{number}"
+        return candidate
 
     def remove(self, name: str) -> None:
         """Remove the callback registered under ``name``; ``KeyError`` names unknown ones."""

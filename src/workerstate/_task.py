@@ -129,6 +129,15 @@ class StatefulCall:
     def __reduce__(self) -> tuple[Any, ...]:
         return _rebuild_call, (self.func, self.snapshot)
 
+    @property
+    def __name__(self) -> str:
+        # What dask names a batch after (``batch_of_<name>_<n>_calls``), as for the function.
+        return str(getattr(self.func, "__name__", type(self.func).__name__))
+
+    @property
+    def __wrapped__(self) -> Callable[..., Any]:
+        return self.func
+
     def __repr__(self) -> str:
         return f"StatefulCall({self.func!r}, {self.snapshot!r})"
 

@@ -112,12 +112,30 @@ def _portable_category(category: Any) -> type | tuple[str, str]:
     return (module, category.__qualname__)
 
 
+# dask's distributed pickles a task a second time, with cloudpickle, whenever the standard
+# pickle of it contains b"__main__" (Python's default filters name that module), which would
+# send every task's arguments twice. Such a pattern travels reversed, marked by a bit that no
+# re flag uses.
+_REVERSED = 1 << 30
+_MAIN = "__main__"
+
+
 def _pattern(regex: Any) -> tuple[str | None, int]:
     if regex is None:
         return None, 0
     if isinstance(regex, str):  # some code inserts raw strings into warnings.filters
-        return regex, 0
-    return regex.pattern, regex.flags
+        pattern, flags = regex, 0
+    else:
+        pattern, flags = regex.pattern, regex.flags
+    if _MAIN in pattern:
+        return pattern[::-1], flags | _REVERSED
+    return pattern, flags
+
+
+def _compiled(pattern: str, flags: int) -> re.Pattern[str]:
+    if flags & _REVERSED:
+        pattern, flags = pattern[::-1], flags & ~_REVERSED
+    return re.compile(pattern, flags)
 
 
 class _CaptureCache(threading.local):
@@ -159,9 +177,9 @@ def live_filters(state: FilterState) -> list[tuple[Any, ...]]:
         live.append(
             (
                 action,
-                None if msg is None else re.compile(msg, msg_flags),
+                None if msg is None else _compiled(msg, msg_flags),
                 category,
-                None if mod is None else re.compile(mod, mod_flags),
+                None if mod is None else _compiled(mod, mod_flags),
                 lineno,
             )
         )

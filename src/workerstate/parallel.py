@@ -79,7 +79,9 @@ def register_global_parallel_callback(callback: Callback, name: str | None = Non
         Called with no arguments; must return a ``(value, setter)`` pair with a callable
         ``setter``. See Notes for when and where it runs.
     name : str, optional
-        The registration name. Defaults to the callback's ``module.qualname``.
+        The registration name. Defaults to the callback's ``module.qualname``, with a
+        suffix (``-2``, ``-3``, ...) when another callback object already holds that name,
+        as two closures made by one factory do.
 
     Returns
     -------
