@@ -9,9 +9,10 @@ would see exactly the same state (so workers that hold it skip unpickling it aga
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any
 
-from . import _warnings
+from . import _joblib, _transport, _warnings
 from ._compare import same_function, strictly_equal
 from ._errors import CallbackError
 from ._install import active_snapshot
@@ -28,12 +29,47 @@ from ._snapshot import Entry, SideEntry, Snapshot
 __all__ = ["capture"]
 
 
+class _Slots(dict):  # type: ignore[type-arg]
+    """One thread's last snapshot per mode (a dict that a weak set can hold, by identity)."""
+
+    __hash__ = object.__hash__  # type: ignore[assignment]
+    __eq__ = object.__eq__
+
+
+#: Every live thread's slots: their snapshots are the ones the next call may reuse.
+_ALL_SLOTS: weakref.WeakSet[_Slots] = weakref.WeakSet()
+
+
 class _LastCapture(threading.local):
     def __init__(self) -> None:
-        self.by_mode: dict[tuple[bool, bool, bool, int], Snapshot] = {}
+        self.by_mode: dict[tuple[bool, bool, bool, int], Snapshot] = _Slots()
+        _ALL_SLOTS.add(self.by_mode)
 
 
 _LAST = _LastCapture()
+
+
+def _retirable(owners: list[Any]) -> set[int]:
+    """Of the snapshots that own payload files, those no call can need any more.
+
+    A snapshot stays while a thread may reuse it for its next call, or while a call that
+    was given it runs. The ones judged here are those kept only by the record on a
+    ``joblib.Parallel`` whose call has ended (that object and its backend form a reference
+    cycle, which only the cyclic garbage collector frees); any other holder (a running
+    ``workerstate.parallel.Parallel`` call, tasks built up front) keeps its snapshot alive
+    until it lets go, and the file goes with the snapshot.
+    """
+    keep: set[int] = set()
+    for slots in list(_ALL_SLOTS):
+        keep.update(id(snapshot) for snapshot in list(slots.values()))
+    recorded: set[int] = set()
+    for record in _joblib.live_records():
+        recorded.update(id(snapshot) for snapshot in record.snapshots())
+        keep.update(id(snapshot) for snapshot in record.running_snapshots())
+    return {id(owner) for owner in owners if id(owner) in recorded and id(owner) not in keep}
+
+
+_transport.set_retirement(_retirable)
 
 
 def capture(
@@ -100,6 +136,7 @@ def _capture(
         else False
     )
     if unchanged is True:
+        previous.check_payload()  # type: ignore[union-attr]
         return previous  # type: ignore[return-value]
     snapshot = Snapshot(
         tuple(entries),
@@ -116,6 +153,7 @@ def _capture(
         # the pickles match spares the workers a reload.
         data = snapshot.payload()
         if data == previous._data:
+            previous.check_payload()
             return previous
     _LAST.by_mode[mode] = snapshot
     return snapshot

@@ -15,6 +15,7 @@ __all__ = [
     "SetterError",
     "StatePicklingError",
     "StateRestoreWarning",
+    "StateTransportError",
     "TaskPicklingError",
     "WorkerStateError",
 ]
@@ -35,6 +36,16 @@ class StatePicklingError(WorkerStateError, pickle.PicklingError):
     """A captured state value cannot be sent to process workers.
 
     The message names the callback and the part of the value that fails to pickle.
+    """
+
+
+class StateTransportError(WorkerStateError, OSError):
+    """The captured state could not be handed to the worker processes.
+
+    Raised in the parent when no folder can take a large payload (no space, no permission)
+    and it is too large to travel inside every batch; raised in a worker when the payload
+    file of the running call was removed. The message names the callbacks, and in the
+    parent the size, the folders tried and the fix.
     """
 
 

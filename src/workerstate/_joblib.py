@@ -27,6 +27,9 @@ frame ``f_locals["self"]``                  a task being made belongs to        
 ``parallel.BACKENDS``,                      :func:`backend_factory`,               joblib's own backend classes by name
 ``parallel.EXTERNAL_BACKENDS``              :func:`backend_name`
 ``parallel.get_active_backend``             :func:`active_backend`                 the backend of a new ``Parallel()``
+``parallel.DEFAULT_BACKEND``                :func:`default_backend_name`           "loky"
+``parallel.EXTERNAL_BACKENDS`` (written)    :func:`wrap_external_backends`: wrap   dask and Ray, registered on first use,
+                                            dask and Ray after ``enable()``        run unwrapped (documented)
 class names ``LokyBackend``,                :func:`backend_kind`                   "other": install per task, and send
 ``MultiprocessingBackend``,                                                        functions that only cloudpickle can
 ``DaskDistributedBackend``                                                         pickle by value
@@ -41,6 +44,7 @@ workerstate stores one key on a ``joblib.Parallel`` object, :data:`KEY`, holding
 from __future__ import annotations
 
 import sys
+import weakref
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -61,33 +65,72 @@ __all__ = [
     "call_id",
     "call_making_task",
     "caller_frame",
+    "default_backend_name",
     "known_backends",
+    "live_records",
     "loky_pickler",
     "on_calling_thread",
     "parallel_of_callback",
     "pulls_generator",
     "record_of",
+    "register",
+    "registered_backends",
     "reusable_executor",
     "running_call_snapshot",
     "runs_in_workers",
     "stored_record",
+    "unwrap_external_backends",
+    "wrap_external_backends",
 ]
 
 #: The one key workerstate stores in a ``joblib.Parallel`` object's ``__dict__``.
 KEY = "_workerstate"
 
 
-@dataclass
+@dataclass(eq=False)
 class CallRecord:
     """What workerstate keeps on a ``joblib.Parallel`` object.
 
     ``call_id`` and ``snapshot`` are the call whose first task ``delayed`` made and its
-    snapshot; ``backend_snapshot`` is what the workerstate backend captured for the call.
+    snapshot; ``backend_snapshot`` is what the workerstate backend captured for the call;
+    ``owner`` is a weak reference to the ``joblib.Parallel``.
     """
 
     call_id: Any = None
     snapshot: Any = None
     backend_snapshot: Any = None
+    owner: Any = None
+
+    def snapshots(self) -> tuple[Any, ...]:
+        """The snapshots this record holds."""
+        return tuple(s for s in (self.snapshot, self.backend_snapshot) if s is not None)
+
+    def running_snapshots(self) -> tuple[Any, ...]:
+        """The snapshots a running call on the owner may still give to tasks.
+
+        All of them when the owner's state cannot be read (the safe side).
+        """
+        parallel = None if self.owner is None else self.owner()
+        if parallel is None:
+            return ()
+        state = parallel.__dict__
+        if _RUNNING not in state or _CALL_ID not in state:
+            return self.snapshots()
+        if not state[_RUNNING]:
+            return ()
+        running = [self.backend_snapshot]  # set at the start of the running call
+        if self.call_id == state[_CALL_ID]:
+            running.append(self.snapshot)
+        return tuple(s for s in running if s is not None)
+
+
+#: Every live record, for :meth:`CallRecord.running_snapshots` to be asked.
+_RECORDS: weakref.WeakSet[CallRecord] = weakref.WeakSet()
+
+
+def live_records() -> list[CallRecord]:
+    """The records on the ``joblib.Parallel`` objects that are still alive."""
+    return list(_RECORDS)
 
 
 def record_of(parallel: Any) -> CallRecord:
@@ -95,7 +138,8 @@ def record_of(parallel: Any) -> CallRecord:
     state = parallel.__dict__
     record = state.get(KEY)
     if record is None:
-        record = state[KEY] = CallRecord()
+        record = state[KEY] = CallRecord(owner=weakref.ref(parallel))
+        _RECORDS.add(record)
     return record  # type: ignore[no-any-return]
 
 
@@ -274,6 +318,53 @@ def active_backend() -> tuple[Any, Any]:
         return backend_of(joblib.Parallel()), None
     backend, n_jobs = get()
     return backend, n_jobs
+
+
+def registered_backends() -> dict[str, Any]:
+    """The registered backend factories by name (a copy)."""
+    return dict(_registered() or _builtin_backends())
+
+
+def register(name: str, factory: Any, *, make_default: bool = False) -> None:
+    """Register ``factory`` as backend ``name`` with joblib's public API."""
+    joblib.register_parallel_backend(name, factory, make_default=make_default)
+
+
+def default_backend_name() -> str:
+    """The backend a ``joblib.Parallel()`` that names none uses outside ``parallel_config``."""
+    return str(getattr(_joblib_parallel, "DEFAULT_BACKEND", "loky"))
+
+
+def wrap_external_backends(hook: Callable[[str], None]) -> dict[str, Any]:
+    """Make joblib call ``hook(name)`` right after it registers a backend on first use.
+
+    joblib registers "dask" and "ray" only when a call first names them, through the
+    functions in ``EXTERNAL_BACKENDS``. Returns the functions replaced, for
+    :func:`unwrap_external_backends`; nothing where joblib has no such table.
+    """
+    table = getattr(_joblib_parallel, "EXTERNAL_BACKENDS", None)
+    if not isinstance(table, dict):
+        return {}
+    replaced = {}
+    for name, register_fn in list(table.items()):
+        if name in _registered():
+            continue  # registered already: wrapped with the others
+
+        def registering(register_fn: Any = register_fn, name: str = name) -> Any:
+            result = register_fn()
+            hook(name)
+            return result
+
+        replaced[name] = register_fn
+        table[name] = registering
+    return replaced
+
+
+def unwrap_external_backends(replaced: dict[str, Any]) -> None:
+    """Undo :func:`wrap_external_backends`."""
+    table = getattr(_joblib_parallel, "EXTERNAL_BACKENDS", None)
+    if isinstance(table, dict):
+        table.update(replaced)
 
 
 def _builtin_backends() -> dict[str, Any]:

@@ -8,6 +8,7 @@ restores its state around tasks (:mod:`workerstate._install`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from . import _install, _transport, _warnings
+from ._errors import StateTransportError
 from ._install import Undo, Watched
 from ._roundtrip import Note
 from ._transport import Payload, PayloadRef
@@ -139,18 +141,29 @@ class Snapshot:
         failing part when a value, setter or callback cannot be pickled.
         """
         ref = self._ref
-        if ref is not None:
+        if ref is not None and _transport.is_current(ref):
             return ref
         with self._lock:
-            if self._ref is None:
-                self._ref = _transport.place_payload(
+            ref = self._ref
+            if ref is None or not _transport.is_current(ref):
+                # First use, or the file was retired, removed, or is a forked parent's:
+                # written again (the same token, so workers that hold it need nothing).
+                ref = self._ref = _transport.place_payload(
                     self,
                     self.token,
                     self.payload(),
                     local=self.local_workers,
                     remote=self.remote,
+                    names=tuple(entry.name for entry in self.entries),
                 )
-            return self._ref
+            return ref
+
+    def check_payload(self) -> None:
+        """Before a call reuses this snapshot: have its file written again if it is gone."""
+        ref = self._ref
+        if ref is not None and not _transport.check_present(ref):
+            with self._lock:
+                self._ref = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self._pending is not None:  # passing through (dask's scheduler): as received
@@ -186,12 +199,11 @@ class Snapshot:
         """Install this state on this thread (see :func:`workerstate._install.install`)."""
         pending = self._pending
         if pending is not None:
-            _fill(
-                self,
-                _transport.load_payload(pending.token, pending.ref),
-                pending.functions,
-                pending.restores,
-            )
+            try:
+                payload = _transport.load_payload(pending.token, pending.ref)
+            except FileNotFoundError as exc:
+                raise _missing_file(pending) from exc
+            _fill(self, payload, pending.functions, pending.restores)
             self._pending = None
         return _install.install(self)
 
@@ -219,9 +231,14 @@ def _load_snapshot(
     local_workers, collect, pid = flags
     snapshot = Snapshot((), (), token=token, local_workers=local_workers, collect=collect, pid=pid)
     cached = _transport.cached_payload(token)
-    if cached is None and ref.kind == "dask":
-        # dask's scheduler unpickles tasks too, and only a worker can fetch the payload:
-        # resolve on first use, in the worker (see Snapshot.enter).
+    if cached is None and ref.kind == "file":
+        # A removed file is reported by the first task that needs it, naming the callbacks.
+        with contextlib.suppress(FileNotFoundError):
+            cached = _transport.load_payload(token, ref)
+    if cached is None and ref.kind != "inline":
+        # dask's scheduler unpickles tasks too, and only a worker can fetch the payload;
+        # a removed file must fail the task, not the worker's unpickling of the batch
+        # (which breaks a process pool): resolve on first use (see Snapshot.enter).
         snapshot._pending = _Loaded(token, ref, functions, restores, _Flags(*flags))
         snapshot._ref = ref
         return snapshot
@@ -232,6 +249,17 @@ def _load_snapshot(
         restores,
     )
     return snapshot
+
+
+def _missing_file(pending: _Loaded) -> StateTransportError:
+    names = ", ".join(repr(name) for name, _, _ in pending.functions) or "(warning filters)"
+    return StateTransportError(
+        f"The state of parallel callback(s) {names} cannot be read in this worker: its "
+        f"payload file {pending.ref.data} was removed while the call was running (a cleaner "
+        f"of temporary files, or a full or remounted folder). The parent writes it again for "
+        f"the next call; keep the folder (WORKERSTATE_TEMP_FOLDER chooses another) and run "
+        f"the call again."
+    )
 
 
 def _fill(
