@@ -33,6 +33,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from ._backend import WorkerStateBackend, register_backend
+from ._enable import disable, enable, enabled, is_enabled
 from ._errors import (
     CallbackError,
     SetterError,
@@ -56,8 +57,12 @@ __all__ = [
     "WorkerStateBackend",
     "WorkerStateError",
     "delayed",
+    "disable",
+    "enable",
+    "enabled",
     "fresh_pool",
     "global_parallel_callback",
+    "is_enabled",
     "register_global_parallel_callback",
     "register_parallel_side_channel",
     "registered_callbacks",
