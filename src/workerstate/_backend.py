@@ -9,9 +9,11 @@ just before handing it over.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from . import _joblib
+from ._roundtrip import carries_gathered, reissue_from, unwrapping_batch
 from ._snapshot import Snapshot
 from ._task import StatefulCall, bind, capture_for
 
@@ -91,6 +93,10 @@ class WorkerStateBackend:
         object.__setattr__(self, "_inner", inner)
         object.__setattr__(self, "_snapshot", None)
         object.__setattr__(self, "_parallel", None)
+        # Exceptions of failed batches, with what their tasks emitted before raising; joblib
+        # retrieves them on its callback threads, they are re-issued on the calling thread.
+        object.__setattr__(self, "_failed", [])
+        object.__setattr__(self, "_failed_lock", threading.Lock())
 
     # -- look like the inner backend ----------------------------------------------------------
     @property  # type: ignore[misc]
@@ -129,8 +135,19 @@ class WorkerStateBackend:
         if start is not None:
             start()
 
+    def stop_call(self) -> None:
+        """Re-issue what failed tasks emitted, on the calling thread; then the inner backend's
+        ``stop_call``. joblib calls this when a call ends, also when it fails."""
+        try:
+            self._reissue_failed()
+        finally:
+            stop = getattr(self._inner, "stop_call", None)
+            if stop is not None:
+                stop()
+
     def _capture(self, parallel: Any) -> None:
-        snapshot = capture_for(self._inner)
+        # collect: what tasks emit comes back, as with workerstate's Parallel.
+        snapshot = capture_for(self._inner, collect=True)
         object.__setattr__(self, "_snapshot", snapshot)
         if parallel is not None:
             # One backend object can serve several Parallel objects (parallel_config makes
@@ -169,12 +186,68 @@ class WorkerStateBackend:
     def apply_async(self, func: Any, callback: Any = None) -> Any:
         """Bind the batch to the call's state and hand it to the inner backend (joblib < 1.5)."""
         self._bind_batch(func, callback)
-        return self._inner.apply_async(func, callback=callback)
+        job = self._inner.apply_async(func, callback=callback)
+        if getattr(self._inner, "supports_retrieve_callback", False):
+            return job
+        # Without callbacks joblib < 1.5 calls job.get() on the consuming thread.
+        return _UnwrappingJob(job)
+
+    # -- the way back ---------------------------------------------------------------------------
+    def retrieve_result_callback(self, out: Any) -> Any:
+        """The batch's results from the inner backend, unwrapped as joblib hands them out."""
+        try:
+            results = self._inner.retrieve_result_callback(out)
+        except BaseException as exc:
+            self._remember_failed(exc)
+            raise
+        return unwrapping_batch(results)
+
+    def retrieve_result(self, out: Any, timeout: Any = None) -> Any:
+        """As :meth:`retrieve_result_callback`, for backends without callbacks (joblib >= 1.5);
+        joblib calls it on the thread that consumes the results."""
+        try:
+            results = self._inner.retrieve_result(out, timeout=timeout)
+        except BaseException as exc:
+            reissue_from(exc)
+            raise
+        return unwrapping_batch(results)
+
+    def _remember_failed(self, exc: BaseException) -> None:
+        if carries_gathered(exc):
+            with self._failed_lock:
+                self._failed.append(exc)
+
+    def _reissue_failed(self) -> None:
+        with self._failed_lock:
+            failed = self._failed[:]
+            self._failed.clear()
+        for exc in failed:
+            reissue_from(exc)
 
     def get_nested_backend(self) -> Any:
         """The inner backend's choice for nested calls, wrapped so they carry the state too."""
         nested, n_jobs = self._inner.get_nested_backend()
         return WorkerStateBackend(nested), n_jobs
+
+
+class _UnwrappingJob:
+    """A job of a backend without result callbacks: ``get`` unwraps (joblib < 1.5)."""
+
+    __slots__ = ("_job",)
+
+    def __init__(self, job: Any) -> None:
+        self._job = job
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            results = self._job.get(*args, **kwargs)
+        except BaseException as exc:
+            reissue_from(exc)
+            raise
+        return unwrapping_batch(results)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._job, name)
 
 
 def register_backend() -> None:

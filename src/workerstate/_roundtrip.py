@@ -17,9 +17,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import threading
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -27,9 +27,19 @@ from typing import Any, NamedTuple
 
 from . import _warnings
 from ._errors import StateRestoreWarning
+from ._portable import module_for, portable_record, sendable_category
 from ._registry import side_channels
+from ._reissue import SentWarning, reissue
 
-__all__ = ["Envelope", "Gathering", "reissue_from", "unwrap", "unwrapping"]
+__all__ = [
+    "Envelope",
+    "Gathering",
+    "carries_gathered",
+    "reissue_from",
+    "unwrap",
+    "unwrapping",
+    "unwrapping_batch",
+]
 
 _ATTRIBUTE = "_workerstate_gathered"
 
@@ -76,7 +86,7 @@ class _Gatherer:
     __slots__ = ("records", "warnings")
 
     def __init__(self) -> None:
-        self.warnings: list[tuple[str, type, str, int, str | None]] = []
+        self.warnings: list[SentWarning] = []
         self.records: list[logging.LogRecord] = []
 
     def take(self) -> tuple[list[Any], list[Any]]:
@@ -88,24 +98,6 @@ class _Gatherer:
 
 
 # -- worker-side hooks, installed once per worker process -----------------------------------
-_module_names: dict[str, str] = {}
-
-
-def _module_for(filename: str) -> str | None:
-    # warnings.warn knows the warning's module; showwarning only gets the file name. The
-    # parent needs the module to apply filters that name one.
-    name = _module_names.get(filename)
-    if name is None:
-        for mod_name, module in list(sys.modules.items()):
-            if getattr(module, "__file__", None) == filename:
-                name = mod_name
-                break
-        else:
-            return None
-        _module_names[filename] = name
-    return name
-
-
 class _WarningRouter:
     """``warnings.showwarning`` in workers: gather for the running task, else show as before."""
 
@@ -125,7 +117,23 @@ class _WarningRouter:
         if gathering is None:
             self.previous(message, category, filename, lineno, file, line)
             return
-        gathering.warnings.append((str(message), category, filename, lineno, _module_for(filename)))
+        # Anything may call showwarning: what travels is text, a category by name and a
+        # line number the parent's warn_explicit accepts.
+        filename = filename if type(filename) is str else str(filename)
+        if type(lineno) is not int:
+            try:
+                lineno = int(lineno)
+            except (TypeError, ValueError):
+                lineno = 0
+        gathering.warnings.append(
+            SentWarning(
+                str(message),
+                sendable_category(category),
+                filename,
+                lineno,
+                module_for(filename),
+            )
+        )
 
 
 class _LogRouter(logging.Handler):
@@ -135,7 +143,7 @@ class _LogRouter(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         gathering = _CURRENT.gathering
         if gathering is not None:
-            gathering.records.append(_portable(record))
+            gathering.records.append(portable_record(record, self.handleError))
             return
         last_resort = logging.lastResort
         if (
@@ -146,35 +154,47 @@ class _LogRouter(logging.Handler):
             last_resort.handle(record)
 
 
-def _portable(record: logging.LogRecord) -> logging.LogRecord:
-    # As logging.handlers.QueueHandler.prepare: the message is formatted here, where its
-    # arguments exist, and an exception is kept as text, so the record pickles.
-    record = logging.makeLogRecord(record.__dict__)
-    record.msg = record.getMessage()
-    record.args = None
-    if record.exc_info:
-        record.exc_text = logging.Formatter().formatException(record.exc_info)
-        record.exc_info = None
-    return record
-
-
 _hooks_lock = threading.Lock()
 _hooks_pid: int | None = None
+# Set in a child made by os.fork: the pid it was forked from and the handlers it inherited.
+_forked_from: int | None = None
+_inherited: weakref.WeakSet[logging.Handler] = weakref.WeakSet()
 
 
-def _install_hooks() -> None:
+def _before_fork() -> None:
+    global _fork_parent
+    _fork_parent = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    global _forked_from, _inherited
+    _forked_from = _fork_parent
+    _inherited = weakref.WeakSet(_existing_handlers())
+
+
+_fork_parent: int | None = None
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+
+
+def _install_hooks(parent_pid: int) -> None:
     global _hooks_pid
+    if isinstance(warnings.showwarning, _WarningRouter) and _hooks_pid == os.getpid():
+        return
     with _hooks_lock:
+        if not isinstance(warnings.showwarning, _WarningRouter):
+            # Checked for every batch: something may have put back an earlier showwarning.
+            _warnings.keep_showwarning(_WarningRouter(warnings.showwarning))
         if _hooks_pid == os.getpid():
             return
-        if not isinstance(warnings.showwarning, _WarningRouter):
-            _warnings.keep_showwarning(_WarningRouter(warnings.showwarning))
         if not any(isinstance(h, _LogRouter) for h in logging.root.handlers):
-            # A forked worker inherits the parent's handlers; they must not print a record
-            # that also goes back to the parent, or it would appear twice.
-            for handler in _existing_handlers():
-                if not any(isinstance(f, _SkipGathered) for f in handler.filters):
-                    handler.addFilter(_SkipGathered())
+            if _forked_from == parent_pid:
+                # Handlers a forked worker inherited are the parent's own: they must not
+                # print a record that also goes back to the parent, or it would appear
+                # twice. Handlers the worker's code makes are left alone.
+                for handler in list(_inherited):
+                    if not any(isinstance(f, _SkipGathered) for f in handler.filters):
+                        handler.addFilter(_SkipGathered())
             logging.root.addHandler(_LogRouter())
         _hooks_pid = os.getpid()
 
@@ -187,9 +207,20 @@ def _existing_handlers() -> list[logging.Handler]:
     return handlers
 
 
+def _reaches_root(name: str) -> bool:
+    logger: logging.Logger | None = logging.getLogger(name) if name else logging.root
+    while logger is not None and logger is not logging.root:
+        if not logger.propagate:
+            return False
+        logger = logger.parent
+    return True
+
+
 class _SkipGathered(logging.Filter):
+    """Drops, on an inherited handler, a record that also goes back to the parent."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return _CURRENT.gathering is None
+        return _CURRENT.gathering is None or not _reaches_root(record.name)
 
 
 class Gathering:
@@ -207,7 +238,7 @@ class Gathering:
     def _setup(self) -> _Gatherer | bool:
         snapshot = self.snapshot
         if snapshot.collect and snapshot.pid != os.getpid():
-            _install_hooks()
+            _install_hooks(snapshot.pid)
             self._gatherer = _Gatherer()
         else:
             self._gatherer = False
@@ -291,31 +322,6 @@ def _attach(exc: BaseException, gatherer: _Gatherer | None) -> None:
 
 
 # -- the parent side -----------------------------------------------------------------------------
-def _reissue(gathered_warnings: list[Any], records: list[Any]) -> None:
-    for message, category, filename, lineno, module in gathered_warnings:
-        warnings.warn_explicit(
-            message,
-            category,
-            filename,
-            lineno,
-            module=module,
-            registry=_registry_for(filename),
-        )
-    for record in records:
-        logger = logging.getLogger(record.name)
-        if logger.isEnabledFor(record.levelno):
-            logger.handle(record)
-
-
-_registries: dict[str, dict[Any, Any]] = {}
-
-
-def _registry_for(filename: str) -> dict[Any, Any]:
-    # One "already shown" registry per source file, as a module's __warningregistry__ is,
-    # so "default" and "module" filters show a worker's warning once, not once per task.
-    return _registries.setdefault(filename, {})
-
-
 _noted: OrderedDict[tuple[str, str], None] = OrderedDict()
 _NOTED_KEPT = 1024
 
@@ -338,7 +344,7 @@ def unwrap(result: Any) -> Any:
         return result
     if result.notes:
         _report(result.notes)
-    _reissue(result.warnings, result.records)
+    reissue(result.warnings, result.records)
     for name, data in result.side:
         try:
             channel = side_channels.get(name)
@@ -348,11 +354,16 @@ def unwrap(result: Any) -> Any:
     return result.result
 
 
+def carries_gathered(exc: BaseException) -> bool:
+    """Whether ``exc`` carries warnings or records its task emitted before raising."""
+    return _ATTRIBUTE in getattr(exc, "__dict__", ())
+
+
 def reissue_from(exc: BaseException) -> None:
     """Re-issue what a failed task emitted before raising; leave the exception as it was."""
     gathered = exc.__dict__.pop(_ATTRIBUTE, None) if hasattr(exc, "__dict__") else None
     if gathered is not None:
-        _reissue(*gathered)
+        reissue(*gathered)
 
 
 def unwrapping(results: Iterator[Any]) -> Iterator[Any]:
@@ -363,3 +374,28 @@ def unwrapping(results: Iterator[Any]) -> Iterator[Any]:
     except BaseException as exc:
         reissue_from(exc)
         raise
+
+
+class _UnwrappingBatch(list):  # type: ignore[type-arg]
+    """A batch's results that unwrap as joblib hands them out, on the consuming thread."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[Any]:
+        for result in list.__iter__(self):
+            yield unwrap(result)
+
+
+def unwrapping_batch(results: Any) -> Any:
+    """``results`` (a batch's list of results), unwrapped when iterated, if anything came back.
+
+    A backend's result retrieval may run on joblib's callback threads; re-issuing there would
+    miss the caller's ``catch_warnings`` (per thread on Python 3.14 with context-aware
+    warnings) and turn a parent's ``error`` filter into a failure of the wrong task. joblib
+    iterates the batch on the thread that consumes the call's results, where this unwraps.
+    """
+    if type(results) is list:
+        for result in results:
+            if type(result) is Envelope:
+                return _UnwrappingBatch(results)
+    return results
