@@ -65,6 +65,7 @@ __all__ = [
     "call_id",
     "call_making_task",
     "caller_frame",
+    "caller_module_in",
     "default_backend_name",
     "known_backends",
     "live_records",
@@ -160,6 +161,18 @@ _BATCH_CALL_CODE = _code_of(getattr(_joblib_parallel, "BatchedCalls", None), "__
 _MAX_FRAMES = 8
 #: ``sys._getframe``: the frames the functions above are given start from a caller's.
 caller_frame = sys._getframe
+
+
+def caller_module_in(filename: str) -> Any:
+    """``__name__`` of the globals of the nearest caller whose code is in ``filename``.
+
+    For a function cloudpickle rebuilt by value (from ``__main__`` or a notebook), the file
+    name is not a module's, but its frame's globals still name the module.
+    """
+    frame: Any = caller_frame(1)
+    while frame is not None and frame.f_code.co_filename != filename:
+        frame = frame.f_back
+    return None if frame is None else frame.f_globals.get("__name__")
 
 
 def call_making_task(frame: Any) -> Any:

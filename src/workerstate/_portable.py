@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ._joblib import caller_module_in
 from ._reissue import SentCategory
 
 __all__ = ["module_for", "portable_record", "sendable_category"]
@@ -42,10 +43,7 @@ def module_for(filename: str) -> str:
     # Not a module's file: a function cloudpickle rebuilt by value (from ``__main__`` or a
     # notebook; all such functions share one file name). The globals of its frame name the
     # module, as warnings.warn found it.
-    frame: Any = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename != filename:
-        frame = frame.f_back
-    found = None if frame is None else frame.f_globals.get("__name__")
+    found = caller_module_in(filename)
     if isinstance(found, str):
         return found
     # What warnings.warn_explicit derives from a file name.
