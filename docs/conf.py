@@ -4,9 +4,10 @@ Build with warnings treated as errors, as CI does::
 
     python -m sphinx -W --keep-going -b html docs docs/_build/html
 
-The build needs no network. Links to the Python and joblib documentation (intersphinx) are
-enabled only when the environment variable ``WORKERSTATE_DOCS_ONLINE`` is set, since fetching
-their inventories offline would fail the build.
+The build needs no network: the inventories that link to the Python and joblib
+documentation (intersphinx) are kept in ``docs/_intersphinx/``. The examples in
+``examples/`` run during the build (sphinx-gallery) and their output appears on
+their pages; the gallery's pages are written to ``docs/auto_examples/``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "src")))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
 import workerstate
 
@@ -24,22 +26,30 @@ copyright = "workerstate developers"
 release = workerstate.__version__
 version = ".".join(release.split(".")[:2])
 
+REPOSITORY = "https://github.com/workerstate/workerstate"
+
 extensions = [
     "sphinx.ext.autodoc",
+    "sphinx.ext.intersphinx",
     "numpydoc",
+    "sphinx_gallery.gen_gallery",
 ]
-
-if os.environ.get("WORKERSTATE_DOCS_ONLINE"):
-    extensions.append("sphinx.ext.intersphinx")
-    intersphinx_mapping = {
-        "python": ("https://docs.python.org/3", None),
-        "joblib": ("https://joblib.readthedocs.io/en/stable", None),
-    }
 
 root_doc = "index"
 source_suffix = {".rst": "restructuredtext"}
-exclude_patterns = ["_build", "snippets"]
+exclude_patterns = ["_build", "snippets", "auto_examples/*.ipynb", "auto_examples/*.py"]
 templates_path: list[str] = []
+
+# -- cross-references ----------------------------------------------------------------------
+# Local copies of the projects' objects.inv: the build never goes online.
+intersphinx_mapping = {
+    "python": ("https://docs.python.org/3", os.path.join(HERE, "_intersphinx", "python.inv")),
+    "joblib": (
+        "https://joblib.readthedocs.io/en/stable",
+        os.path.join(HERE, "_intersphinx", "joblib.inv"),
+    ),
+}
+intersphinx_timeout = 1
 
 # -- autodoc and numpydoc ----------------------------------------------------------------------
 autodoc_member_order = "bysource"
@@ -49,13 +59,39 @@ numpydoc_class_members_toctree = False
 numpydoc_validation_checks: set[str] = set()
 numpydoc_xref_param_type = False
 
-# -- HTML --------------------------------------------------------------------------------------
-html_theme = "alabaster"
-html_theme_options = {
-    "description": "Run-time state that follows tasks into joblib's workers.",
-    "fixed_sidebar": True,
-    "page_width": "1040px",
-    "sidebar_width": "230px",
+# -- the example gallery -------------------------------------------------------------------
+sphinx_gallery_conf = {
+    "examples_dirs": "../examples",
+    "gallery_dirs": "auto_examples",
+    # Helper modules (_*.py) are imported by the examples, and the pytest example
+    # (test_*.py) runs under pytest: neither is a page of its own.
+    "filename_pattern": r"(^|/)[a-z][^/]*\.py$",
+    "ignore_pattern": r"(^|/)(_|test_)[^/]*\.py$",
+    "image_scrapers": (),
+    "reset_modules": (),
+    "download_all_examples": False,
+    "show_memory": False,
+    "line_numbers": False,
+    "remove_config_comments": True,
+    "min_reported_time": 10,
+    "abort_on_example_error": True,
+    "write_computation_times": False,
 }
-html_static_path: list[str] = []
+
+# -- HTML --------------------------------------------------------------------------------------
+html_theme = "pydata_sphinx_theme"
+html_title = f"workerstate {release}"
+html_theme_options = {
+    "github_url": REPOSITORY,
+    "navbar_align": "left",
+    "show_toc_level": 2,
+    "navigation_with_keys": False,
+    "header_links_before_dropdown": 6,
+    "secondary_sidebar_items": ["page-toc"],
+    "footer_start": ["copyright"],
+    "footer_end": ["theme-version"],
+}
+html_context = {"default_mode": "light"}
+html_static_path = ["_static"]
+html_css_files = ["workerstate.css"]
 html_show_sourcelink = False

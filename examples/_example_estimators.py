@@ -1,7 +1,8 @@
-"""A scikit-learn estimator that reads a plugin registry, for sklearn_cross_validation.py.
+"""A scikit-learn estimator that reads a plugin registry, for
+sklearn_cross_validation.py.
 
-Its ``fit`` looks up its scaling function by name in ``SCALERS``, which the application fills
-at run time, and records what the worker saw.
+Its ``fit`` looks up its scaling function by name in ``SCALERS``, which the
+application fills at run time, and records what the worker saw.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ SCALERS = {"standard": standard_scale}
 
 
 def scalers_callback():
-    """A parallel callback for the registry: its entries now, and how a worker installs them."""
+    """A parallel callback for the registry: its entries now, and how a worker
+    installs them."""
     return dict(SCALERS), set_scalers
 
 
@@ -47,13 +49,19 @@ class ScaledNearestCentroid(ClassifierMixin, BaseEstimator):
         self.reference_ = np.asarray(X, dtype=float)
         scaled = scale(self.reference_, self.reference_)
         self.classes_ = np.unique(y)
-        self.centroids_ = np.stack([scaled[y == label].mean(axis=0) for label in self.classes_])
+        self.centroids_ = np.stack(
+            [scaled[y == label].mean(axis=0) for label in self.classes_]
+        )
         # What the worker saw, for the example to check.
         self.fit_pid_ = os.getpid()
         self.assume_finite_ = sklearn.get_config()["assume_finite"]
         return self
 
     def predict(self, X):
-        scaled = SCALERS[self.scaler](np.asarray(X, dtype=float), self.reference_)
-        distances = ((scaled[:, None, :] - self.centroids_[None]) ** 2).sum(axis=2)
+        scaled = SCALERS[self.scaler](
+            np.asarray(X, dtype=float), self.reference_
+        )
+        distances = ((scaled[:, None, :] - self.centroids_[None]) ** 2).sum(
+            axis=2
+        )
         return self.classes_[distances.argmin(axis=1)]

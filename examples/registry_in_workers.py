@@ -1,6 +1,12 @@
-"""A plugin registry filled at run time, seen by every loky worker.
+"""
+A plugin registry filled at run time
+====================================
 
-Run: python examples/registry_in_workers.py
+A plugin registry filled at run time, seen by every loky worker.
+
+Run it from the root of the repository::
+
+    python examples/registry_in_workers.py
 """
 
 from __future__ import annotations
@@ -10,9 +16,10 @@ import os
 from joblib import Parallel
 from joblib import delayed as joblib_delayed
 
-# The registry lives in an importable module (here the demo's). Reach it through its
-# module: a callback defined in a script is pickled by value, and a global it names
-# directly would travel as a copy, so the setter would fill the copy, not the registry.
+# The registry lives in an importable module (here the demo's). Reach it
+# through its module: a callback defined in a script is pickled by value, and a
+# global it names directly would travel as a copy, so the setter would fill the
+# copy, not the registry.
 from workerstate import _demo as plugins
 from workerstate import parallel
 
@@ -26,13 +33,18 @@ def registry_callback():
 
 
 def main() -> None:
-    # Start the pool first: state changed before a fork-based pool starts is copied into it.
+    # Start the pool first: state changed before a fork-based pool starts is
+    # copied into it.
     Parallel(n_jobs=2)(joblib_delayed(os.getpid)() for _ in range(2))
     plugins.SCORERS["my_metric"] = "registered at run time"
 
-    without = Parallel(n_jobs=2)(joblib_delayed(plugins.score_fold)(i) for i in range(4))
+    without = Parallel(n_jobs=2)(
+        joblib_delayed(plugins.score_fold)(i) for i in range(4)
+    )
     with parallel.global_parallel_callback(registry_callback, name="scorers"):
-        with_state = Parallel(n_jobs=2)(parallel.delayed(plugins.score_fold)(i) for i in range(4))
+        with_state = Parallel(n_jobs=2)(
+            parallel.delayed(plugins.score_fold)(i) for i in range(4)
+        )
 
     assert all("my_metric" not in row["scorers"] for row in without), without
     assert all("my_metric" in row["scorers"] for row in with_state), with_state

@@ -1,20 +1,24 @@
-"""scikit-learn cross-validation with a plugin registry filled at run time.
+"""
+scikit-learn cross-validation with a run-time registry
+======================================================
 
-An estimator's ``fit`` looks up a scaler in a registry that the application extends at run
-time. ``cross_validate(n_jobs=2)`` fits the folds in loky workers, which import the registry
-as it was at import time; the workerstate joblib backend carries the parent's registry into
-every fold, although ``cross_validate`` makes its joblib calls itself. For a parallel loop of
-your own, ``presets.sklearn_config`` carries scikit-learn's configuration too.
+scikit-learn cross-validation with a plugin registry filled at run time.
 
-Run: python examples/sklearn_cross_validation.py
+An estimator's ``fit`` looks up a scaler in a registry that the application
+extends at run time. ``cross_validate(n_jobs=2)`` fits the folds in loky
+workers, which import the registry as it was at import time; the workerstate
+joblib backend carries the parent's registry into every fold, although
+``cross_validate`` makes its joblib calls itself. For a parallel loop of your
+own, ``presets.sklearn_config`` carries scikit-learn's configuration too.
+
+Run it from the root of the repository::
+
+    python examples/sklearn_cross_validation.py
 """
 
 from __future__ import annotations
 
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import joblib
 import sklearn
@@ -28,18 +32,23 @@ from workerstate import parallel, presets
 
 def main() -> None:
     X, y = load_iris(return_X_y=True)
-    # Start the pool first: state changed before a fork-based pool starts is copied into it.
+    # Start the pool first: state changed before a fork-based pool starts is
+    # copied into it.
     joblib.Parallel(n_jobs=2)(joblib.delayed(os.getpid)() for _ in range(2))
 
-    estimators.SCALERS["robust"] = estimators.robust_scale  # a plugin added at run time
+    # a plugin added at run time
+    estimators.SCALERS["robust"] = estimators.robust_scale
     model = estimators.ScaledNearestCentroid(scaler="robust")
 
-    # Without workerstate: the workers' registry has no "robust", and every fold fails.
+    # Without workerstate: the workers' registry has no "robust", and every
+    # fold fails.
     try:
         cross_validate(model, X, y, cv=4, n_jobs=2)
     except ValueError as exc:
         assert "KeyError: 'robust'" in str(exc), exc
-        print("plain cross_validate:   every fold failed with KeyError: 'robust'")
+        print(
+            "plain cross_validate:   every fold failed with KeyError: 'robust'"
+        )
     else:
         raise AssertionError("the workers knew the plugin without workerstate")
 
@@ -49,17 +58,29 @@ def main() -> None:
         sklearn.config_context(assume_finite=True),
         joblib.parallel_config(backend="workerstate"),
     ):
-        result = cross_validate(model, X, y, cv=4, n_jobs=2, return_estimator=True)
+        result = cross_validate(
+            model, X, y, cv=4, n_jobs=2, return_estimator=True
+        )
     fitted = result["estimator"]
-    assert all(e.fit_pid_ != os.getpid() for e in fitted)  # fitted in worker processes
-    assert all(e.assume_finite_ for e in fitted)  # scikit-learn's own wrapper still works
-    print(f"workerstate backend:    fold accuracies {result['test_score'].round(2).tolist()}")
+    # fitted in worker processes
+    assert all(e.fit_pid_ != os.getpid() for e in fitted)
+    # scikit-learn's own wrapper still works
+    assert all(e.assume_finite_ for e in fitted)
+    print(
+        "workerstate backend:    fold accuracies "
+        f"{result['test_score'].round(2).tolist()}"
+    )
 
-    # A parallel loop of your own: workerstate's delayed and the scikit-learn preset.
+    # A parallel loop of your own: workerstate's delayed and the scikit-learn
+    # preset.
     parallel.register_global_parallel_callback(presets.sklearn_config)
     sklearn.set_config(assume_finite=True)
-    models = [clone(model).set_params(scaler=name) for name in ("standard", "robust")]
-    fitted = joblib.Parallel(n_jobs=2)(parallel.delayed(m.fit)(X, y) for m in models)
+    models = [
+        clone(model).set_params(scaler=name) for name in ("standard", "robust")
+    ]
+    fitted = joblib.Parallel(n_jobs=2)(
+        parallel.delayed(m.fit)(X, y) for m in models
+    )
     assert all(e.fit_pid_ != os.getpid() and e.assume_finite_ for e in fitted)
     print("own loop, both scalers: fitted in workers with assume_finite=True")
 

@@ -1,4 +1,5 @@
-"""dask: the same delayed, on a dask cluster; or the workerstate backend around it."""
+"""dask: the same delayed, on a dask cluster; or the workerstate backend around
+it."""
 
 import joblib
 from distributed import Client, LocalCluster
@@ -10,7 +11,9 @@ from workerstate import parallel
 
 if __name__ == "__main__":  # dask starts its worker processes by spawning
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, dashboard_address=":0"
+        ) as cluster,
         Client(cluster),
     ):
         myapp.SETTINGS["unit"] = "km"  # after the workers started
@@ -18,10 +21,14 @@ if __name__ == "__main__":  # dask starts its worker processes by spawning
 
         with joblib.parallel_config(backend="dask"):
             plain = Parallel()(joblib_delayed(myapp.unit)(i) for i in range(4))
-            carried = Parallel()(parallel.delayed(myapp.unit)(i) for i in range(4))
+            carried = Parallel()(
+                parallel.delayed(myapp.unit)(i) for i in range(4)
+            )
         # For calls made inside other libraries, with their own delayed:
         with joblib.parallel_config(backend="workerstate", inner="dask"):
-            wrapped = Parallel()(joblib_delayed(myapp.unit)(i) for i in range(4))
+            wrapped = Parallel()(
+                joblib_delayed(myapp.unit)(i) for i in range(4)
+            )
 
     print("dask, joblib.delayed:       ", plain)
     print("dask, workerstate delayed:  ", carried)

@@ -1,4 +1,5 @@
-"""Every new worker imports what its tasks need; workerstate imports no library for you."""
+"""Every new worker imports what its tasks need; workerstate imports no library
+for you."""
 
 import sys
 import time
@@ -12,12 +13,16 @@ from workerstate.diagnose import worker_cost
 from workerstate.parallel import fresh_pool
 
 HEAVY = ["pandas", "sklearn"]
-assert not any(name in sys.modules for name in HEAVY)  # the parent uses neither
+# the parent uses neither
+assert not any(name in sys.modules for name in HEAVY)
 
-# The presets import a library only in processes where the parent had imported it.
+# The presets import a library only in processes where the parent had imported
+# it.
 fresh_pool()
 with presets.registered(presets.pandas_options, presets.sklearn_config):
-    seen = Parallel(n_jobs=2)(parallel.delayed(myapp.imported)(HEAVY) for _ in range(4))
+    seen = Parallel(n_jobs=2)(
+        parallel.delayed(myapp.imported)(HEAVY) for _ in range(4)
+    )
 print("heavy modules in the workers:", seen[0])
 assert seen == [[]] * 4
 
@@ -29,8 +34,12 @@ def timed(n):
 
 
 fresh_pool()
-cold, warm = timed(4), timed(4)  # the first call starts the workers and imports pandas
-print(f"4 tiny tasks: {cold:.2f} s on new workers, {warm:.3f} s on the same workers again")
+# the first call starts the workers and imports pandas
+cold, warm = (timed(4), timed(4))
+print(
+    f"4 tiny tasks: {cold:.2f} s on new workers, "
+    f"{warm:.3f} s on the same workers again"
+)
 
 # What one new worker costs before its first task, import by import:
 print(worker_cost(myapp.summarize, modules=["pandas"]))

@@ -1,7 +1,9 @@
-"""A stand-in for your own package: settings changed at run time, and the tasks that use them.
+"""A stand-in for your own package: settings changed at run time, and the tasks
+that use them.
 
-Worker processes find functions by module and name, so what a worker runs lives in this
-importable module, not in the scripts of the user guide (which run as ``__main__``).
+Worker processes find functions by module and name, so what a worker runs lives
+in this importable module, not in the scripts of the user guide (which run as
+``__main__``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ SETTINGS: dict[str, str] = {"unit": "m"}
 
 
 def settings_callback():
-    """The parallel callback for SETTINGS: their value now, and how a worker installs it."""
+    """The parallel callback for SETTINGS: their value now, and how a worker
+    installs it."""
     return dict(SETTINGS), set_settings
 
 
@@ -30,7 +33,7 @@ def unit(_):
     return SETTINGS["unit"]
 
 
-# -- worker reuse ------------------------------------------------------------------------------
+# -- worker reuse -------------------------------------------------------------
 
 
 def unit_and_pid(_):
@@ -38,13 +41,13 @@ def unit_and_pid(_):
 
 
 def careless(_):
-    """A careless task: it changes its worker's settings and does not put them back."""
+    """A careless task: it changes its worker's settings, never puts them back."""
     time.sleep(0.2)  # long enough for every worker to take some
     SETTINGS["unit"] = "ft"
     return os.getpid()
 
 
-# -- run-time patching -------------------------------------------------------------------------
+# -- run-time patching --------------------------------------------------------
 
 
 def slow_square(x):
@@ -54,11 +57,12 @@ def slow_square(x):
 
 
 def square_in_worker(x):
-    """Call slow_square as the worker finds it now; say whether it is a patched wrapper."""
+    """Call slow_square as the worker finds it now; say whether it is a patched
+    wrapper."""
     return slow_square(x), hasattr(slow_square, "__wrapped__")
 
 
-# -- import cost -------------------------------------------------------------------------------
+# -- import cost --------------------------------------------------------------
 
 
 def imported(names):
@@ -67,16 +71,18 @@ def imported(names):
 
 
 def summarize(n):
-    """A task that needs pandas: the first one in each new worker pays for the import."""
+    """A task that needs pandas: the first in each new worker pays the import."""
     import pandas as pd
 
     return int(pd.Series(range(n)).sum())
 
 
-# -- thread-local state ------------------------------------------------------------------------
+# -- thread-local state -------------------------------------------------------
 
 #: The request being served; each thread and asyncio task has its own value.
-REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("REQUEST_ID", default=None)
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "REQUEST_ID", default=None
+)
 
 
 def request_id(_):
@@ -84,19 +90,22 @@ def request_id(_):
 
 
 def assume_finite(_):
-    """scikit-learn's ``assume_finite`` setting, as the thread running the task sees it."""
+    """scikit-learn's ``assume_finite`` setting, as the thread running the task
+    sees it."""
     import sklearn
 
     return sklearn.get_config()["assume_finite"]
 
 
-# -- nested calls ------------------------------------------------------------------------------
+# -- nested calls -------------------------------------------------------------
 
 
 def nested_units(n, backend=None):
-    """A task that makes its own parallel call: which units do the inner tasks see?"""
+    """A task that makes its own parallel call: which units do inner tasks see?"""
     from joblib import Parallel
 
     from workerstate.parallel import delayed
 
-    return Parallel(n_jobs=2, backend=backend)(delayed(unit_and_pid)(i) for i in range(n))
+    return Parallel(n_jobs=2, backend=backend)(
+        delayed(unit_and_pid)(i) for i in range(n)
+    )

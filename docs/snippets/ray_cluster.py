@@ -11,13 +11,22 @@ from workerstate import parallel
 
 if __name__ == "__main__":
     register_ray()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+    )
     try:
         myapp.SETTINGS["unit"] = "km"
         parallel.register_global_parallel_callback(myapp.settings_callback)
         with joblib.parallel_config(backend="ray"):
-            plain = Parallel(n_jobs=2)(joblib_delayed(myapp.unit)(i) for i in range(4))
-            carried = Parallel(n_jobs=2)(parallel.delayed(myapp.unit)(i) for i in range(4))
+            plain = Parallel(n_jobs=2)(
+                joblib_delayed(myapp.unit)(i) for i in range(4)
+            )
+            carried = Parallel(n_jobs=2)(
+                parallel.delayed(myapp.unit)(i) for i in range(4)
+            )
     finally:
         ray.shutdown()
     print("ray, joblib.delayed:     ", plain)

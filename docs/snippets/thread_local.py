@@ -1,4 +1,5 @@
-"""Thread-local state: scikit-learn's config and context variables stay on their thread."""
+"""Thread-local state: scikit-learn's config and context variables stay on
+their thread."""
 
 import os
 
@@ -18,16 +19,20 @@ def seen(delayed, backend=None, n=4):
     return finite, requests
 
 
-Parallel(n_jobs=2)(joblib_delayed(os.getpid)() for _ in range(2))  # start the workers
+# start the workers
+Parallel(n_jobs=2)(joblib_delayed(os.getpid)() for _ in range(2))
 
 with sklearn.config_context(assume_finite=True):  # on this thread only
     token = myapp.REQUEST_ID.set("req-42")  # in this context only
     # Threads of this very process start with the defaults.
     plain = seen(joblib_delayed, backend="threading")
-    with presets.registered(presets.sklearn_config, presets.context_var(myapp.REQUEST_ID)):
+    with presets.registered(
+        presets.sklearn_config, presets.context_var(myapp.REQUEST_ID)
+    ):
         threads = seen(parallel.delayed, backend="threading")
-        # With 500 tasks, joblib makes most of them on its own dispatch threads, where the
-        # config is at its defaults. workerstate captured it once, on this thread.
+        # With 500 tasks, joblib makes most of them on its own dispatch
+        # threads, where the config is at its defaults. workerstate captured it
+        # once, on this thread.
         processes = seen(parallel.delayed, n=500)
     myapp.REQUEST_ID.reset(token)
 
