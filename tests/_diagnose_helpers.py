@@ -196,3 +196,8 @@ def is_wrapped(func: Any) -> bool:
 def first(items: Any) -> Any:
     """An importable task function."""
     return items[0]
+
+
+def refuse_pickling(x: Any) -> Any:
+    """An importable task function whose own error mentions pickling."""
+    raise TypeError("cannot pickle the weather")

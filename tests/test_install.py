@@ -7,14 +7,17 @@ through real workers.
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from workerstate._compare import strictly_equal
+from workerstate._compare import strict_checker, strictly_equal
 from workerstate._install import Mode, active_snapshot
 from workerstate._snapshot import Entry, Snapshot
 from workerstate.parallel import SetterError, StateRestoreWarning
@@ -264,8 +267,41 @@ def test_strict_comparison(a: Any, b: Any, verdict: bool | None) -> None:
     assert strictly_equal(b, a) is verdict
 
 
+def test_the_checker_never_compares_arrays_by_equality() -> None:
+    assert strict_checker({"a": True})({"a": np.array([True, True])}) is False
+    assert strict_checker([1])([np.array([1, 1])]) is False
+
+
 def test_the_same_mutable_object_cannot_be_judged() -> None:
     value = {"a": [1]}
     assert strictly_equal(value, value) is None
     array = np.zeros(3)
     assert strictly_equal(array, array) is None
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 2),
+    st.floats(allow_nan=True, width=32),
+    st.sampled_from(["a", "b"]),
+    st.binary(max_size=2),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.lists(inner, max_size=3).map(tuple),
+        st.dictionaries(_SCALARS.filter(lambda k: k == k), inner, max_size=3),
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(value=_VALUES, current=_VALUES)
+def test_the_precomputed_checker_agrees_with_strict_comparison(value: Any, current: Any) -> None:
+    assert strict_checker(value)(current) is (strictly_equal(current, value) is True)
+    assert strict_checker(value)(copy.deepcopy(value)) is (
+        strictly_equal(copy.deepcopy(value), value) is True
+    )

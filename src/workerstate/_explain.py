@@ -10,99 +10,72 @@ from __future__ import annotations
 
 import pickle
 import textwrap
-import types
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ._dumps import Fragile, cloud_dumps, loky_dumps, std_dumps, strict_dumps
 from ._errors import TaskPicklingError, WorkerStateError
-from ._pickling import TRAPS, classify, find_unpicklable, is_patched_wrapper, type_name
+from ._pickling import classify, find_unpicklable, find_unpicklable_parts, type_name
 from ._text import error_text, short
+from ._traps import GENERIC_ADVICE, TRAPS
 
-__all__ = ["PicklingReport", "explain_pickling", "explain_pickling_error"]
+__all__ = [
+    "PicklingReport",
+    "TaskPicklingAttributeError",
+    "TaskPicklingTypeError",
+    "UnpicklablePart",
+    "explain_pickling",
+    "explain_pickling_error",
+]
+
+#: How many failing parts of one object a report names.
+_PARTS_SHOWN = 3
 
 Pickler = Literal["auto", "loky", "cloudpickle", "pickle"]
 
 _WIDTH = 92
 
 
-# -- pickling with a given pickler, to a byte counter ----------------------------------------
-class _Sink:
-    """A write-only file that counts bytes: checks do not keep a copy of a large pickle."""
-
-    __slots__ = ("size",)
-
-    def __init__(self) -> None:
-        self.size = 0
-
-    def write(self, data: Any) -> int:
-        n = memoryview(data).nbytes
-        self.size += n
-        return n
+class TaskPicklingAttributeError(TaskPicklingError, AttributeError):
+    """A :class:`~workerstate.parallel.TaskPicklingError` for a pickler that raised
+    ``AttributeError`` (the standard pickle's "Can't pickle local object" up to Python 3.13),
+    so ``except AttributeError`` still catches it."""
 
 
-def _std_dumps(obj: Any) -> int:
-    sink = _Sink()
-    pickle.Pickler(sink, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-    return sink.size
-
-
-def _cloud_dumps(obj: Any) -> int:
-    import cloudpickle
-
-    sink = _Sink()
-    cloudpickle.Pickler(sink, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-    return sink.size
-
-
-def _loky_dumps(obj: Any) -> int:
-    """loky's pickler: cloudpickle plus loky's reducers (sockets, for one)."""
-    from ._joblib import loky_pickler
-
-    sink = _Sink()
-    loky_pickler()(sink, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-    return sink.size
-
-
-class _Fragile(pickle.PicklingError):
-    """Raised by the strict pickler at a part that pickles but will not behave the same."""
-
-    def __init__(self, trap: str) -> None:
-        super().__init__(f"{trap} reference")
-        self.trap = trap
-
-
-def _fragile_trap(obj: Any) -> str | None:
-    if isinstance(obj, (types.FunctionType, type)) and obj.__module__ == "__main__":
-        return "main_module"
-    if is_patched_wrapper(obj):
-        return "patched_wrapper"
-    return None
-
-
-_strict_pickler: type | None = None
-
-
-def _strict_dumps(obj: Any) -> int:
-    """cloudpickle, failing at references to ``__main__`` and at run-time wrappers."""
-    global _strict_pickler
-    if _strict_pickler is None:
-        import cloudpickle
-
-        class StrictPickler(cloudpickle.Pickler):  # type: ignore[misc]
-            def reducer_override(self, obj: Any) -> Any:
-                trap = _fragile_trap(obj)
-                if trap is not None:
-                    raise _Fragile(trap)
-                return super().reducer_override(obj)
-
-        _strict_pickler = StrictPickler
-    sink = _Sink()
-    _strict_pickler(sink, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-    return sink.size
+class TaskPicklingTypeError(TaskPicklingError, TypeError):
+    """A :class:`~workerstate.parallel.TaskPicklingError` for a pickler that raised
+    ``TypeError`` (``cannot pickle '_thread.lock' object``), so ``except TypeError`` still
+    catches it."""
 
 
 # -- the report ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UnpicklablePart:
+    """One more part of an object that fails to pickle, besides the one a report is about.
+
+    Attributes
+    ----------
+    path : str
+        Where it is, e.g. ``state['log']``.
+    type_name : str
+        Its type.
+    trap : str or None
+        Which known trap it is, a key of :data:`TRAPS`.
+    error : str
+        The pickling error.
+    """
+
+    path: str
+    type_name: str
+    trap: str | None
+    error: str
+
+    def __str__(self) -> str:
+        what = TRAPS[self.trap][0] if self.trap is not None else self.error
+        return f"{self.path} ({self.type_name}): {what}"
+
+
 @dataclass(frozen=True)
 class PicklingReport:
     """What :func:`explain_pickling` found out about one object.
@@ -132,6 +105,9 @@ class PicklingReport:
         The pickling error, e.g. ``"TypeError: cannot pickle '_thread.lock' object"``.
     size : int or None
         The size of the cloudpickle pickle in bytes, when it pickles.
+    others : tuple of UnpicklablePart
+        The other parts that fail to pickle as well, up to two, in the order a pickler
+        meets them.
     """
 
     name: str
@@ -144,6 +120,7 @@ class PicklingReport:
     advice: str | None = None
     error: str | None = None
     size: int | None = None
+    others: tuple[UnpicklablePart, ...] = ()
 
     @property
     def fragile(self) -> bool:
@@ -181,6 +158,7 @@ class PicklingReport:
             rows.append(("trap", TRAPS[self.trap][0]))
         if self.advice is not None:
             rows.append(("fix", self.advice))
+        rows.extend(("also", str(other)) for other in self.others)
         for label, text in rows:
             lines.append(
                 textwrap.fill(
@@ -196,9 +174,13 @@ class PicklingReport:
 
 
 def _advice(trap: str | None) -> str:
-    from ._pickling import _GENERIC_ADVICE
+    return GENERIC_ADVICE if trap is None else TRAPS[trap][1]
 
-    return _GENERIC_ADVICE if trap is None else TRAPS[trap][1]
+
+def _other(found: tuple[str, Any, BaseException]) -> UnpicklablePart:
+    path, part, error = found
+    trap = classify(part, error)
+    return UnpicklablePart(path, type_name(part), trap, error_text(error))
 
 
 def _report(
@@ -210,6 +192,7 @@ def _report(
     by_value: bool,
     trap: str | None = None,
     size: int | None = None,
+    others: Sequence[tuple[str, Any, BaseException]] = (),
 ) -> PicklingReport:
     path, part, error = found
     if trap is None:
@@ -223,8 +206,9 @@ def _report(
         type_name=type_name(part),
         trap=trap,
         advice=_advice(trap),
-        error=None if isinstance(error, _Fragile) else error_text(error),
+        error=None if isinstance(error, Fragile) else error_text(error),
         size=size,
+        others=tuple(_other(item) for item in others),
     )
 
 
@@ -277,31 +261,35 @@ def explain_pickling(obj: Any, name: str = "obj") -> PicklingReport:
     >>> print(explain_pickling([1, 2.5, "three"]))  # doctest: +ELLIPSIS
     obj pickles (... bytes): every process backend can send it.
     """
-    size, cloud_error = _try(_cloud_dumps, obj)
-    _, std_error = _try(_std_dumps, obj)
+    size, cloud_error = _try(cloud_dumps, obj)
+    _, std_error = _try(std_dumps, obj)
     if cloud_error is not None:
-        found = find_unpicklable(obj, _cloud_dumps, root=name)
+        parts = find_unpicklable_parts(obj, cloud_dumps, root=name, limit=_PARTS_SHOWN)
         return _report(
             name,
-            found or (name, obj, cloud_error),
+            parts[0] if parts else (name, obj, cloud_error),
             picklable=False,
             stdlib_picklable=std_error is None,
             by_value=False,
+            others=parts[1:],
         )
     if std_error is not None:
-        found = find_unpicklable(obj, _std_dumps, root=name, by_value=False)
+        parts = find_unpicklable_parts(
+            obj, std_dumps, root=name, by_value=False, limit=_PARTS_SHOWN
+        )
         return _report(
             name,
-            found or (name, obj, std_error),
+            parts[0] if parts else (name, obj, std_error),
             picklable=True,
             stdlib_picklable=False,
             by_value=True,
             size=size,
+            others=parts[1:],
         )
-    _, strict_error = _try(_strict_dumps, obj)
-    if isinstance(strict_error, _Fragile):
-        found = find_unpicklable(obj, _strict_dumps, root=name, by_value=False)
-        if found is not None and isinstance(found[2], _Fragile):
+    _, strict_error = _try(strict_dumps, obj)
+    if isinstance(strict_error, Fragile):
+        found = find_unpicklable(obj, strict_dumps, root=name, by_value=False)
+        if found is not None and isinstance(found[2], Fragile):
             trap = found[2].trap
             return _report(
                 name,
@@ -405,7 +393,11 @@ def explain_pickling_error(
     Returns
     -------
     TaskPicklingError or None
-        The explanation, with ``__cause__`` set to ``exc`` (raise it ``from exc``). ``None``
+        The explanation, with ``__cause__`` set to ``exc`` (raise it ``from exc``). When the
+        pickler raised ``AttributeError`` or ``TypeError`` rather than ``PicklingError`` (the
+        multiprocessing backend does), it is a :class:`TaskPicklingAttributeError` or
+        :class:`TaskPicklingTypeError`: a ``TaskPicklingError`` that is also of the original
+        type. Its report names up to three failing parts of the task. ``None``
         when ``exc`` is not a pickling error, is already one of workerstate's, or no task
         fails to pickle: then re-raise ``exc`` as it is.
 
@@ -431,31 +423,49 @@ def explain_pickling_error(
     else:
         picklers = (pickler,)
     for which in picklers:
-        dumps = {"loky": _loky_dumps, "cloudpickle": _cloud_dumps}.get(which, _std_dumps)
+        dumps = {"loky": loky_dumps, "cloudpickle": cloud_dumps}.get(which, std_dumps)
         by_value = which != "pickle"
         for index, task in enumerate(candidates):
             parts = _task_parts(task)
             if _try(dumps, tuple(part for _, part in parts))[1] is None:
                 continue
+            found: list[tuple[str, Any, BaseException]] = []
             for label, part in parts:
-                found = find_unpicklable(part, dumps, root=label, by_value=by_value)
-                if found is None:
-                    continue
-                # Under the standard pickle, say whether cloudpickle (loky) could send it.
-                cloud_ok = not by_value and _try(_cloud_dumps, found[1])[1] is None
-                report = _report(
-                    "task",
-                    found,
-                    picklable=cloud_ok,
-                    stdlib_picklable=False,
-                    by_value=cloud_ok,
+                found += find_unpicklable_parts(
+                    part, dumps, root=label, by_value=by_value, limit=_PARTS_SHOWN - len(found)
                 )
-                error = TaskPicklingError(_task_message(report, parts, exc))
-                error.report = report
-                error.task_index = index
-                error.__cause__ = exc
-                return error
+                if len(found) >= _PARTS_SHOWN:
+                    break
+            if not found:
+                continue
+            # Under the standard pickle, say whether cloudpickle (loky) could send it.
+            cloud_ok = not by_value and _try(cloud_dumps, found[0][1])[1] is None
+            report = _report(
+                "task",
+                found[0],
+                picklable=cloud_ok,
+                stdlib_picklable=False,
+                by_value=cloud_ok,
+                others=found[1:],
+            )
+            error = _error_type(exc)(_task_message(report, parts, exc))
+            error.report = report
+            error.task_index = index
+            error.__cause__ = exc
+            return error
     return None
+
+
+def _error_type(exc: BaseException) -> type[TaskPicklingError]:
+    """The explanation's type: also the type of the pickler's own error, so that the
+    ``except`` clauses written for it still catch the explanation."""
+    if isinstance(exc, pickle.PicklingError):
+        return TaskPicklingError
+    if isinstance(exc, AttributeError):
+        return TaskPicklingAttributeError
+    if isinstance(exc, TypeError):
+        return TaskPicklingTypeError
+    return TaskPicklingError
 
 
 def _task_message(report: PicklingReport, parts: list[tuple[str, Any]], exc: BaseException) -> str:
@@ -467,8 +477,11 @@ def _task_message(report: PicklingReport, parts: list[tuple[str, Any]], exc: Bas
         )
     else:
         backend = "The threading backend does not pickle tasks and would run it as is."
+    also = ""
+    if report.others:
+        also = " It also holds " + "; ".join(str(other) for other in report.others) + "."
     return (
         f"The task {_call_text(parts)} cannot be sent to the worker processes: {report.path} "
         f"is a {report.type_name} that cannot be pickled ({report.error}){what}. "
-        f"{report.advice} {backend} (joblib raised {error_text(exc)})"
+        f"{report.advice}{also} {backend} (joblib raised {error_text(exc)})"
     )

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from . import _warnings
-from ._compare import strictly_equal
+from ._compare import strict_checker
 from ._errors import CallbackError, SetterError, StateRestoreWarning
 from ._registry import check_pair, running_callbacks
 from ._roundtrip import Note
@@ -85,6 +85,8 @@ class Watched(NamedTuple):
     name: str
     setter: Callable[[Any], Any]
     readable: bool
+    #: ``strict_checker(value)``: is the state read between tasks still ``value``?
+    same: Callable[[Any], bool]
 
 
 @dataclass
@@ -181,7 +183,14 @@ def watch(snapshot: Any, undo: Undo) -> tuple[Watched, ...]:
     Built once per batch, so each task reads a flat tuple.
     """
     return tuple(
-        Watched(entry.callback, entry.value, entry.name, entry.setter, step.mode is not Mode.UNREAD)
+        Watched(
+            entry.callback,
+            entry.value,
+            entry.name,
+            entry.setter,
+            step.mode is not Mode.UNREAD,
+            strict_checker(entry.value),
+        )
         for entry, step in zip(snapshot.entries, undo.steps, strict=True)
     )
 
@@ -196,7 +205,7 @@ def refresh(snapshot: Any, undo: Undo, watched: tuple[Watched, ...]) -> None:
     live = snapshot._live_filters
     if live is not None and not _warnings.filters_equal(live):
         undo.filters = _warnings.reinstall_filters(live, undo.filters)
-    for callback, value, name, setter, readable in watched:
+    for callback, value, name, setter, readable, same in watched:
         if readable:
             try:
                 current = callback()[0]
@@ -204,7 +213,7 @@ def refresh(snapshot: Any, undo: Undo, watched: tuple[Watched, ...]) -> None:
                 current = _UNKNOWN
             # Identity first: comparing a large value before every task would cost more
             # than the task.
-            if current is value or strictly_equal(current, value) is True:
+            if current is value or same(current):
                 continue
         _set(name, setter, value)
 

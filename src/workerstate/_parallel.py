@@ -114,10 +114,13 @@ class Parallel(joblib.Parallel):  # type: ignore[misc]
 def _raise_explained(exc: BaseException, bound: _BoundTasks) -> None:
     """Raise an explanation of a task that failed to pickle, chained from joblib's error.
 
-    Only ``PicklingError`` is explained (loky's "Could not pickle the task"), so the type a
-    caller catches stays what joblib raises: the explanation is a ``PicklingError`` too.
+    The pickler's error is a ``PicklingError`` (loky's "Could not pickle the task", Python
+    3.14's pickle), an ``AttributeError`` ("Can't pickle local object" on the multiprocessing
+    backend up to 3.13) or a ``TypeError``; the explanation is a ``TaskPicklingError`` that is
+    also of that type, so the ``except`` clause a caller wrote for joblib's error still
+    catches it. Any other error, or one whose tasks all pickle, is re-raised as it is.
     """
-    if isinstance(exc, pickle.PicklingError):
+    if isinstance(exc, (pickle.PicklingError, AttributeError, TypeError)):
         from .diagnose import explain_pickling_error
 
         explained = explain_pickling_error(exc, list(bound.recent))

@@ -19,12 +19,15 @@ import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ._traps import GENERIC_ADVICE, TRAPS
+
 __all__ = [
     "TRAPS",
     "advice_for",
     "classify",
     "describe_failure",
     "find_unpicklable",
+    "find_unpicklable_parts",
     "is_patched_wrapper",
     "lookup",
     "module_of",
@@ -35,89 +38,6 @@ _MAX_DEPTH = 12
 _MAX_CHILDREN = 2000
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _MISSING = object()
-
-#: The known traps: identifier -> (what the part is, what to do about it).
-TRAPS: dict[str, tuple[str, str]] = {
-    "local_class": (
-        "an instance of a class defined inside a function",
-        "Standard pickle finds a class by its import path, and a class made inside a function "
-        "has none: the multiprocessing backend fails, and cloudpickle (loky, dask) sends a "
-        "copy of the class by value, so isinstance checks against the real class fail in the "
-        "worker. Define the class at module level in an importable module.",
-    ),
-    "main_module": (
-        "a function or class that exists only in __main__ (the script being run)",
-        "Worker processes do not run your script as __main__. cloudpickle (loky, dask) sends "
-        "such functions and classes by value, with copies of the globals they use, so what a "
-        "task or setter changes in those globals stays in its copy; standard pickle needs the "
-        'script to be importable in the worker, with its work under `if __name__ == "__main__":`. '
-        "Move them into a module and import that module in the script.",
-    ),
-    "lambda": (
-        "a lambda or a function defined inside another function",
-        "Standard pickle (the multiprocessing backend) can only send functions that can be "
-        "imported by name; cloudpickle (loky, dask) sends this one by value, with copies of the "
-        "variables and globals it uses. Define the function at module level, and bind its "
-        "arguments with functools.partial instead of a closure.",
-    ),
-    "replaced_global": (
-        "a function or class whose import path now points to another object",
-        "Something replaced or monkey-patched this name in its module at run time (a decorator "
-        "applied by assignment, a mock, a reload), so the object cannot be found under its "
-        "name: standard pickle fails, and cloudpickle sends a by-value copy (a copied class "
-        "breaks isinstance checks in the worker). Send the object the name points to now, "
-        "keep the original under a name of its own, or apply the patch in the worker (for "
-        "example in a registered setter).",
-    ),
-    "patched_wrapper": (
-        "a wrapper installed over a module attribute at run time",
-        "A wrapper made at run time (a decorator applied by assignment, a monkey-patch) took "
-        "the name of the function it wraps. Pickle sends functions by name, so a worker "
-        "imports the module and gets the original, unpatched function. Apply the decorator "
-        "in the module's source, or apply the patch in the worker with a registered callback.",
-    ),
-    "lock": (
-        "a lock or other synchronisation object",
-        "Locks and other synchronisation objects belong to one process; create a new one in "
-        "the setter (or in the task) instead of sending it.",
-    ),
-    "open_file": (
-        "an open file",
-        "Open files cannot cross process boundaries (cloudpickle sends a file opened for "
-        "reading as an in-memory copy of its contents, and fails on any other); send the "
-        "path and open it in the setter (or in the task).",
-    ),
-    "socket": (
-        "a socket",
-        "Sockets cannot cross process boundaries; send the address and connect in the setter "
-        "(or in the task).",
-    ),
-    "db_connection": (
-        "a database connection",
-        "Database connections cannot cross process boundaries; send the connection "
-        "parameters and connect in the setter (or in the task).",
-    ),
-    "generator": (
-        "a generator",
-        "Generators cannot be pickled; send a list, or the arguments to rebuild it.",
-    ),
-    "reduce_raises": (
-        "an object whose __reduce__ (or __getstate__) raises",
-        "Its class refuses to be pickled, on purpose or by a bug in its pickling methods: read "
-        "the error above. Send what is needed to rebuild the object (its configuration) and "
-        "rebuild it in the setter or the task, or fix its __reduce__/__getstate__.",
-    ),
-    "module": (
-        "a module object",
-        "Standard pickle cannot send modules (cloudpickle sends them by name); send the "
-        "module's name and import it in the setter (or in the task).",
-    ),
-}
-
-_GENERIC_ADVICE = (
-    "Make the callback return plain data (numbers, strings, dicts, importable objects) and "
-    "rebuild anything else in the setter."
-)
 
 
 # -- walking an object -----------------------------------------------------------------------
@@ -263,15 +183,44 @@ def find_unpicklable(
     >>> path
     "value['lock']"
     """
-    seen: set[int] = set()
+    parts = find_unpicklable_parts(obj, dumps, root, by_value=by_value, limit=1)
+    return parts[0] if parts else None
 
-    def visit(node: Any, path: str, depth: int) -> tuple[str, Any, BaseException] | None:
+
+def find_unpicklable_parts(
+    obj: Any,
+    dumps: Callable[[Any], Any],
+    root: str = "value",
+    *,
+    by_value: bool = True,
+    limit: int = 3,
+) -> list[tuple[str, Any, BaseException]]:
+    """Like :func:`find_unpicklable`, for up to ``limit`` distinct failing parts.
+
+    The walk goes on after the first failing part, so an object that holds a lock and an open
+    file reports both, in the order a pickler meets them; an object met twice is reported once.
+    Returns an empty list when ``obj`` pickles.
+
+    Examples
+    --------
+    >>> import pickle, threading
+    >>> value = {"a": threading.Lock(), "b": 1, "c": threading.RLock()}
+    >>> [path for path, _, _ in find_unpicklable_parts(value, pickle.dumps)]
+    ["value['a']", "value['c']"]
+    """
+    seen: set[int] = set()
+    found: list[tuple[str, Any, BaseException]] = []
+    found_ids: set[int] = set()
+
+    def visit(node: Any, path: str, depth: int) -> bool:
+        """Whether ``node`` fails to pickle; records the deepest failing parts under it."""
         try:
             dumps(node)
         except Exception as exc:  # any failure is what we are looking for
             error: BaseException = exc
         else:
-            return None
+            return False
+        inside = False
         if depth < _MAX_DEPTH and id(node) not in seen:
             seen.add(id(node))
             try:
@@ -279,12 +228,18 @@ def find_unpicklable(
             except Exception:  # a broken __dict__, __reduce__ or iterator: node is the part
                 children = []
             for label, child in children:
-                found = visit(child, path + label, depth + 1)
-                if found is not None:
-                    return found
-        return path, node, error
+                if len(found) >= limit:
+                    break
+                inside = visit(child, path + label, depth + 1) or inside
+        # A lock's bound methods (a Condition holds them) are that lock again.
+        owner = node.__self__ if isinstance(node, types.BuiltinMethodType) else node
+        if not inside and id(owner) not in found_ids and len(found) < limit:
+            found_ids.update((id(node), id(owner)))
+            found.append((path, node, error))
+        return True
 
-    return visit(obj, root, 0)
+    visit(obj, root, 0)
+    return found
 
 
 # -- naming what was found -------------------------------------------------------------------
@@ -464,7 +419,7 @@ def advice_for(part: Any, error: BaseException | None = None) -> str:
     'Locks and other synchronisation objects '
     """
     trap = classify(part, error)
-    return _GENERIC_ADVICE if trap is None else TRAPS[trap][1]
+    return GENERIC_ADVICE if trap is None else TRAPS[trap][1]
 
 
 def describe_failure(path: str, part: Any, error: BaseException) -> str:
@@ -479,7 +434,7 @@ def describe_failure(path: str, part: Any, error: BaseException) -> str:
     """
     trap = classify(part, error)
     what = f": {TRAPS[trap][0]}." if trap is not None else "."
-    advice = _GENERIC_ADVICE if trap is None else TRAPS[trap][1]
+    advice = GENERIC_ADVICE if trap is None else TRAPS[trap][1]
     return (
         f"{path} is a {type_name(part)} that cannot be pickled "
         f"({type(error).__name__}: {error}){what} {advice}"
