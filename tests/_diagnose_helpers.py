@@ -201,3 +201,41 @@ def first(items: Any) -> Any:
 def refuse_pickling(x: Any) -> Any:
     """An importable task function whose own error mentions pickling."""
     raise TypeError("cannot pickle the weather")
+
+
+# -- setups for the doctor's leak findings -----------------------------------------------------
+PLUGINS: dict[str, str] = {"builtin": IMPORT_LEVEL}
+
+
+def add_plugins(value: dict[str, str]) -> None:
+    """A setter that only adds entries: it never removes those the parent or a task added."""
+    PLUGINS.update(value)
+
+
+def plugins_callback() -> tuple[dict[str, str], Callable[[Any], None]]:
+    """Returns a copy, as it should; the setter is what is wrong."""
+    return dict(PLUGINS), add_plugins
+
+
+def setup_adds_only() -> None:
+    parallel.register_global_parallel_callback(plugins_callback, name="plugins")
+    PLUGINS["added-in-the-parent"] = PARENT_LEVEL
+
+
+TOLERANCE: dict[str, Any] = {"level": IMPORT_LEVEL, "tol": float("nan")}
+
+
+def set_tolerance(value: dict[str, Any]) -> None:
+    TOLERANCE.clear()
+    TOLERANCE.update(value)
+
+
+def tolerance_callback() -> tuple[dict[str, Any], Callable[[Any], None]]:
+    """Healthy, with a NaN in the state: a NaN that comes back from a worker is not ``==``
+    to any other."""
+    return dict(TOLERANCE), set_tolerance
+
+
+def setup_nan() -> None:
+    parallel.register_global_parallel_callback(tolerance_callback, name="tolerance")
+    TOLERANCE["level"] = PARENT_LEVEL

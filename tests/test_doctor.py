@@ -157,3 +157,26 @@ def test_in_process_report(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
     assert "Callback 'forgetful'" in str(report)
     assert parallel.registered_callbacks() == ("forgetful", "settings")
+
+
+def test_setter_that_only_adds_gets_advice_about_the_setter() -> None:
+    done = doctor("--module", f"{HELPERS}:setup_adds_only")
+    assert done.returncode == 1, done.stdout + done.stderr
+    broken = section(done.stdout, "Callback 'plugins'")
+    assert "OK the parent's value arrives" in broken
+    assert "PROBLEM the state leaks" in broken
+    assert "the state still holds the parent's 'added-in-the-parent': the setter only adds" in (
+        broken
+    )
+    advice = section(done.stdout, "Advice")
+    assert "The setter must replace the state with its argument" in advice
+    assert "must return a copy of mutable state" not in advice
+
+
+def test_nan_in_the_state_is_no_leak() -> None:
+    """The doctor compares as the run time does: a NaN from a worker is the same state."""
+    done = doctor("--module", f"{HELPERS}:setup_nan")
+    callback = section(done.stdout, "Callback 'tolerance'")
+    assert "OK the parent's value arrives" in callback, done.stdout
+    assert "OK no leak" in callback, done.stdout
+    assert done.returncode == 0, done.stdout + done.stderr

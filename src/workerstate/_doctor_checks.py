@@ -8,7 +8,14 @@ A. plain joblib tasks read each callback's state in the fresh workers (their own
 B. tasks made by workerstate's ``delayed`` read it under the installed state: the parent's
    value must arrive;
 C. plain joblib tasks on the same, now reused, workers read it again: they must see the
-   worker's own value, not the parent's (no leak); then they time the setter.
+   worker's own value, not the parent's (no leak). They only read, so that no probe changes
+   what a later one sees;
+D. last, plain tasks time ``setter(parent_value)``, then restore the fresh worker's value and
+   read the state again: a setter that only adds entries leaves the parent's in place.
+
+Values are compared as the run time compares them (:func:`~workerstate._compare.strictly_equal`),
+never with ``==``: a NaN or an object without ``__eq__`` that comes back from a worker is not
+``==`` to itself, and would be reported as a leak that no real run has.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._doctor_probes import probe_fresh, probe_plain, probe_wrapped, unpack
+from ._compare import strictly_equal
+from ._doctor_probes import probe_fresh, probe_plain, probe_setter, probe_wrapped, unpack
 from ._doctor_report import Section, ms
 from ._text import error_text, short
 
@@ -32,15 +40,16 @@ def _shown(packed: tuple[str, Any]) -> str:
 
 
 def _equal(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b)
-    except Exception:  # e.g. arrays, whose == is elementwise: compare the pickles
-        import cloudpickle
+    verdict = strictly_equal(a, b)
+    if verdict is not None:
+        return verdict
+    # Types the strict comparison cannot tell by looking: the same pickle is the same state.
+    import cloudpickle
 
-        try:
-            return bool(cloudpickle.dumps(a) == cloudpickle.dumps(b))
-        except Exception:
-            return False
+    try:
+        return bool(cloudpickle.dumps(a) == cloudpickle.dumps(b))
+    except Exception:
+        return False
 
 
 def _same(packed: tuple[str, Any], value: Any) -> bool:
@@ -225,12 +234,13 @@ def _check_one(check: CallbackCheck, run: Any, delayed: Any, tasks: int, backend
         return
     ran_wrapped = {result["pid"] for result in seen}
     plain = _run_plain(check, run, tasks, ran_wrapped)
-    wrong = _check_arrival(check, seen, plain, indistinct, backend)
-    if _check_plain_errors(check, plain):
+    setter_runs = _run_setter(check, run, tasks)
+    wrong = _check_arrival(check, seen, setter_runs, indistinct, backend)
+    if _check_plain_errors(check, plain + setter_runs):
         return
     if not (indistinct and not wrong):  # else said above: nothing to tell apart
-        _check_leaks(check, plain, ran_wrapped)
-    _check_setter_time(check, plain)
+        _check_leaks(check, plain, ran_wrapped, _kept_entries(check, setter_runs))
+    _check_setter_time(check, setter_runs)
 
 
 def _run_wrapped(
@@ -254,11 +264,11 @@ def _run_wrapped(
 def _run_plain(
     check: CallbackCheck, run: Any, tasks: int, ran_wrapped: set[int]
 ) -> list[dict[str, Any]]:
-    """C: plain joblib tasks on the same workers read their own value and time the setter."""
+    """C: plain joblib tasks on the same workers read their own value."""
     import cloudpickle
     import joblib
 
-    payload = cloudpickle.dumps((check.callback, check.value))
+    payload = cloudpickle.dumps(check.callback)
     plain: list[dict[str, Any]] = []
     for _ in range(3):  # until a plain task lands on a worker that ran workerstate's tasks
         try:
@@ -271,6 +281,49 @@ def _run_plain(
         if any(result["pid"] in ran_wrapped or "error" in result for result in plain):
             break
     return plain
+
+
+def _run_setter(check: CallbackCheck, run: Any, tasks: int) -> list[dict[str, Any]]:
+    """D: plain joblib tasks time the setter and restore each worker's fresh value."""
+    import cloudpickle
+    import joblib
+
+    fresh = {pid: packed[1] for pid, packed in check.fresh.items() if packed[0] == "value"}
+    payload = cloudpickle.dumps((check.callback, check.value, fresh))
+    try:
+        return [
+            unpack(data)
+            for data in run(joblib.delayed(probe_setter)(payload) for _ in range(tasks))
+        ]
+    except Exception as exc:
+        return [{"pid": -1, "error": error_text(exc)}]
+
+
+def _kept_entries(check: CallbackCheck, setter_runs: list[dict[str, Any]]) -> list[str]:
+    """The parent's entries that restoring a worker's own value left in the state: the sign
+    of a setter that only adds (``REGISTRY.update(value)``)."""
+    for result in setter_runs:
+        after = result.get("after_restore")
+        if after is None or after[0] != "value":
+            continue
+        kept = _kept(check.value, result["restored"], after[1])
+        if kept:
+            return kept
+    return []
+
+
+def _kept(parent: Any, restored: Any, after: Any) -> list[str]:
+    if isinstance(parent, dict) and isinstance(restored, dict) and isinstance(after, dict):
+        return [
+            repr(key)
+            for key, value in parent.items()
+            if not (key in restored and _equal(restored[key], value))
+            and key in after
+            and _equal(after[key], value)
+        ]
+    if all(isinstance(item, (set, frozenset)) for item in (parent, restored, after)):
+        return sorted(repr(item) for item in parent - restored if item in after)
+    return []
 
 
 def _check_arrival(
@@ -337,9 +390,23 @@ def _check_plain_errors(check: CallbackCheck, plain: list[dict[str, Any]]) -> bo
     return bool(plain_errors)
 
 
-def _check_leaks(check: CallbackCheck, plain: list[dict[str, Any]], ran_wrapped: set[int]) -> None:
+_ADDS_ONLY = (
+    "The setter must replace the state with its argument, not add to it: workerstate puts "
+    "the worker's own value back with setter(own_value) after the tasks, and a setter that "
+    "only adds entries (REGISTRY.update(value)) leaves in place those the parent or the "
+    "task added. Clear first: `REGISTRY.clear(); REGISTRY.update(value)`."
+)
+
+
+def _check_leaks(
+    check: CallbackCheck, plain: list[dict[str, Any]], ran_wrapped: set[int], kept: list[str]
+) -> None:
     """Whether plain tasks on reused workers see the worker's own value."""
     section = check.section
+    adds_only = (
+        f"after setter(the worker's own value), the state still holds the parent's "
+        f"{', '.join(kept[:3])}{' ...' if len(kept) > 3 else ''}: the setter only adds"
+    )
     checked = [result for result in plain if result["pid"] in ran_wrapped]
     leaked = [
         result for result in checked if not _same(result["own"], _fresh_for(check, result["pid"]))
@@ -356,9 +423,18 @@ def _check_leaks(check: CallbackCheck, plain: list[dict[str, Any]], ran_wrapped:
             "does not see the worker's own value",
             f"the worker's own value: {_shown(check.fresh.get(leaked[0]['pid'], ('repr', '?')))}",
             f"what the task saw:      {_shown(leaked[0]['own'])}",
-            advice="workerstate restores the value the callback read before the task. The "
+            *([adds_only] if kept else []),
+            advice=_ADDS_ONLY
+            if kept
+            else "workerstate restores the value the callback read before the task. The "
             "callback must return a copy of mutable state (dict(SETTINGS), list(...), "
             "copy.deepcopy(...)), not the live object the setter then changes in place.",
+        )
+    elif kept:
+        section.add(
+            "PROBLEM",
+            "the setter only adds: " + adds_only.split(": the setter only adds")[0],
+            advice=_ADDS_ONLY,
         )
     else:
         section.add(
@@ -369,7 +445,7 @@ def _check_leaks(check: CallbackCheck, plain: list[dict[str, Any]], ran_wrapped:
 
 
 def _check_setter_time(check: CallbackCheck, plain: list[dict[str, Any]]) -> None:
-    set_seconds = max(result["set_seconds"] for result in plain)
+    set_seconds = max(result["set_seconds"] for result in plain if "set_seconds" in result)
     status = "NOTE" if set_seconds > 0.1 else "OK"
     check.section.add(
         status,

@@ -14,7 +14,7 @@ from typing import Any
 
 from ._text import error_text
 
-__all__ = ["probe_fresh", "probe_plain", "probe_wrapped", "unpack"]
+__all__ = ["probe_fresh", "probe_plain", "probe_setter", "probe_wrapped", "unpack"]
 
 
 def _pack(result: Any) -> bytes:
@@ -77,23 +77,43 @@ def probe_wrapped(name: str) -> bytes:
 
 
 def probe_plain(payload: bytes) -> bytes:
-    """Task C: the worker's own value after workerstate's tasks; then time the setter."""
+    """Task C: the worker's own value after workerstate's tasks. It only reads: a probe that
+    set anything would change what the next probe on this worker reads."""
     import cloudpickle
 
-    callback, parent_value = cloudpickle.loads(payload)
+    callback = cloudpickle.loads(payload)
     result: dict[str, Any] = {"pid": os.getpid()}
+    try:
+        own, _, result["read_seconds"] = _timed_read(callback)
+        result["own"] = _value(own)
+    except BaseException as exc:
+        result["error"] = f"{error_text(exc)} while reading the state"
+    return _pack(result)
+
+
+def probe_setter(payload: bytes) -> bytes:
+    """Task D, after the leak checks: time ``setter(parent_value)``, read the state, then
+    restore the worker's own value (as read in a fresh worker) and read it again."""
+    import cloudpickle
+
+    callback, parent_value, fresh_values = cloudpickle.loads(payload)
+    pid = os.getpid()
+    result: dict[str, Any] = {"pid": pid}
     stage = "reading the state"
     try:
-        own, setter, result["read_seconds"] = _timed_read(callback)
-        result["own"] = _value(own)
+        _, setter, _ = _timed_read(callback)
         stage = "calling the setter with the parent's value"
         start = time.perf_counter()
         setter(parent_value)
         result["set_seconds"] = time.perf_counter() - start
         stage = "reading the state after the setter"
         result["after_set"] = _value(callback()[0])
-        stage = "restoring the worker's own value"
-        setter(own)
+        if fresh_values:
+            fresh = fresh_values.get(pid, next(iter(fresh_values.values())))
+            stage = "restoring the worker's own value"
+            setter(fresh)
+            result["restored"] = fresh
+            result["after_restore"] = _value(callback()[0])
     except BaseException as exc:
         result["error"] = f"{error_text(exc)} while {stage}"
     return _pack(result)
