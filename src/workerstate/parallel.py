@@ -39,6 +39,7 @@ from ._errors import (
     SetterError,
     StatePicklingError,
     StateRestoreWarning,
+    StateTransportError,
     TaskPicklingError,
     WorkerStateError,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "SetterError",
     "StatePicklingError",
     "StateRestoreWarning",
+    "StateTransportError",
     "TaskPicklingError",
     "WorkerStateBackend",
     "WorkerStateError",
