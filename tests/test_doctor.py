@@ -180,3 +180,68 @@ def test_nan_in_the_state_is_no_leak() -> None:
     assert "OK the parent's value arrives" in callback, done.stdout
     assert "OK no leak" in callback, done.stdout
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+SCRIPT = """
+import joblib
+from joblib import Parallel, delayed
+from sklearn.model_selection import cross_val_score
+
+from tests import _diagnose_helpers as helpers
+from workerstate import parallel
+{enable}
+
+def settings_callback():
+    return dict(helpers.SETTINGS), helpers.set_settings
+
+
+def setup():
+    parallel.register_global_parallel_callback(settings_callback, name="script-settings")
+    helpers.SETTINGS["level"] = helpers.PARENT_LEVEL
+
+
+if __name__ == "__main__":
+    setup()
+    Parallel(n_jobs=2)(delayed(abs)(i) for i in range(4))
+    Parallel(n_jobs=2)(joblib.delayed(abs)(i) for i in range(4))
+    cross_val_score(None, [[0]], [0], n_jobs=2)
+"""
+
+
+def test_script_file_with_plain_delayed(tmp_path: Path) -> None:
+    script = tmp_path / "evaluate.py"
+    script.write_text(SCRIPT.format(enable=""))
+    done = doctor("--module", f"{script}:setup")
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    assert f"OK imported {script} and ran setup()" in section(out, "Setup")
+    source = section(out, "Source")
+    for line, text in ((21, "delayed(...) (joblib.delayed)"), (22, "joblib.delayed(...)")):
+        assert f"PROBLEM {script}:{line}: {text}" in source
+    assert "do not carry the registered state ('script-settings')" in source
+    assert f"NOTE {script}:23: cross_val_score(...) runs joblib itself" in source
+    advice = section(out, "Advice")
+    assert "Call workerstate.enable() once" in advice
+    assert "workerstate.parallel.delayed" in advice
+    # The callback defined in the file is checked live like one in a module.
+    callback = section(out, "Callback 'script-settings'")
+    assert "OK the parent's value arrives in tasks made by workerstate's delayed" in callback
+    assert "OK no leak" in callback
+    assert out.count("PROBLEM") == 2
+
+
+def test_script_file_that_enables(tmp_path: Path) -> None:
+    script = tmp_path / "evaluate.py"
+    script.write_text(SCRIPT.format(enable="import workerstate\nworkerstate.enable()\n"))
+    done = doctor("--module", f"{script}:setup")
+    assert done.returncode == 0, done.stdout + done.stderr
+    source = section(done.stdout, "Source")
+    assert f"OK {script} calls workerstate.enable()" in source
+    assert "PROBLEM" not in done.stdout
+
+
+def test_dotted_module_is_read_too() -> None:
+    done = doctor("--module", f"{HELPERS}:setup_healthy")
+    assert "OK tests/_diagnose_helpers.py makes no plain joblib tasks" in " ".join(
+        section(done.stdout, "Source").replace(str(ROOT) + "/", "").split()
+    )

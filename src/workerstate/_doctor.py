@@ -13,18 +13,58 @@ import os
 import sys
 import traceback
 from collections.abc import Iterable
+from types import ModuleType
 
 from ._doctor_checks import CallbackCheck, live_checks, static_checks
 from ._doctor_report import DoctorReport, Finding, Section, ms
+from ._doctor_source import check_sources
 from ._text import error_text
 
 __all__ = ["DoctorReport", "Finding", "Section", "main", "run"]
 
 
-def _load(spec: str, section: Section) -> None:
-    module_name, _, function = spec.partition(":")
+def _split(spec: str) -> tuple[str, str]:
+    """``(module or path, function)`` of a ``--module`` argument; a drive letter is no
+    function."""
+    target, sep, function = spec.rpartition(":")
+    if sep and function.isidentifier():
+        return target, function
+    return spec, ""
+
+
+def _import_file(path: str) -> ModuleType:
+    """Import the file at ``path`` as a module named after it. Its functions are sent by value,
+    as a script's are when it runs as ``__main__``; its folder goes on ``sys.path`` (which
+    workers get), so the cost of importing it in a worker can be measured too."""
+    import importlib.util
+
+    import cloudpickle
+
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name = stem if stem.isidentifier() and stem not in sys.modules else f"_doctor_{abs(hash(path))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path} as a Python module")
+    folder = os.path.dirname(os.path.abspath(path))
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     try:
-        module = importlib.import_module(module_name)
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    cloudpickle.register_pickle_by_value(module)
+    return module
+
+
+def _load(spec: str, section: Section) -> str | None:
+    """Import what ``--module`` names (and run its function); return its source file."""
+    target, function = _split(spec)
+    is_file = target.endswith(".py") or os.sep in target
+    try:
+        module = _import_file(target) if is_file else importlib.import_module(target)
         if function:
             getattr(module, function)()
     except BaseException as exc:
@@ -40,12 +80,14 @@ def _load(spec: str, section: Section) -> None:
             "PROBLEM",
             f"--module {spec}: {error_text(exc)}{at}",
             advice="Check that the module named with --module can be imported from the "
-            "current directory (python -m adds it to sys.path), and that its setup "
-            "function runs.",
+            "current directory (python -m adds it to sys.path), or that the file exists, and "
+            "that its setup function runs.",
         )
-    else:
-        done = f" and ran {function}()" if function else ""
-        section.add("OK", f"imported {module_name}{done}")
+        return None
+    done = f" and ran {function}()" if function else ""
+    section.add("OK", f"imported {target}{done}")
+    source = getattr(module, "__file__", None)
+    return source if isinstance(source, str) and source.endswith(".py") else None
 
 
 def _check_backend(section: Section, n_jobs: int, backend: str) -> None:
@@ -149,8 +191,7 @@ def run(modules: Iterable[str] = (), *, n_jobs: int = 2, backend: str = "loky") 
 
     report = DoctorReport(_header())
     setup = report.section("Setup")
-    for spec in modules:
-        _load(spec, setup)
+    sources = [_load(spec, setup) for spec in modules]
     items = default_registry.items()
     if items:
         names = ", ".join(repr(name) for name, _ in items)
@@ -164,6 +205,11 @@ def run(modules: Iterable[str] = (), *, n_jobs: int = 2, backend: str = "loky") 
             advice="Name the module that registers your callbacks: --module mypkg.state, or "
             "--module mypkg.state:setup to also call a setup function in this process.",
         )
+    check_sources(
+        [source for source in sources if source is not None],
+        [name for name, _ in items],
+        report.section("Source"),
+    )
     _check_backend(report.section("Backend"), n_jobs, backend)
     workers = report.section("Workers")
     _check_worker_cost(workers)
@@ -175,11 +221,19 @@ def run(modules: Iterable[str] = (), *, n_jobs: int = 2, backend: str = "loky") 
     for check in checks:
         static_checks(check)
     live = [check for check in checks if check.usable]
+    from ._enable import disable, enable, is_enabled
+
+    # The live checks compare plain joblib tasks with workerstate's: switched on, every task
+    # would carry the state.
+    was_enabled = is_enabled()
+    disable()
     try:
         live_checks(live, n_jobs, backend, workers)
     except Exception as exc:
         workers.add("PROBLEM", f"the live checks failed: {error_text(exc)}")
     finally:
+        if was_enabled:
+            enable()
         if backend == "loky":
             from ._pool import fresh_pool
 
