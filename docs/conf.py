@@ -87,7 +87,8 @@ html_theme_options = {
     "show_toc_level": 2,
     "navigation_with_keys": False,
     "header_links_before_dropdown": 6,
-    "secondary_sidebar_items": ["page-toc"],
+    # The API pages' examples are docstrings, wider than prose: no page TOC.
+    "secondary_sidebar_items": {"*": ["page-toc"], "guide/*": ["page-toc"], "api/*": []},
     "footer_start": ["copyright"],
     "footer_end": ["theme-version"],
 }
