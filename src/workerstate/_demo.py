@@ -3,7 +3,9 @@
 The job is shaped like a cross-validation loop: each task "scores a fold" with a scorer
 looked up in a registry, under scikit-learn's config and the parent's warning filters. The
 parent changes all three at run time, after the worker pool has started, and the same job
-runs twice: with ``joblib.delayed`` and with ``workerstate.parallel.delayed``.
+runs three times: with ``joblib.delayed``, with ``workerstate.parallel.delayed``, and with
+``joblib.delayed`` after ``workerstate.enable()``. The demo prints the code it registers the
+state with, so what it shows is what a program writes.
 """
 
 from __future__ import annotations
@@ -62,6 +64,25 @@ def _has_sklearn() -> bool:
     return importlib.util.find_spec("sklearn") is not None
 
 
+def _register(has_sklearn: bool) -> list[str]:
+    from workerstate.parallel import register_global_parallel_callback
+
+    names = [register_global_parallel_callback(_registry_callback, name="demo-scorers")]
+    if has_sklearn:
+        names.append(register_global_parallel_callback(_sklearn_callback, name="sklearn"))
+    return names
+
+
+def _source(*functions: Any) -> list[str]:
+    """The source lines of ``functions``, as the demo runs them."""
+    import inspect
+
+    lines: list[str] = []
+    for function in functions:
+        lines += [*inspect.getsource(function).splitlines(), ""]
+    return lines[:-1]
+
+
 def _run(delayed: Any, n_folds: int) -> list[dict[str, Any]]:
     from joblib import Parallel
 
@@ -77,6 +98,7 @@ def main(n_folds: int = 6) -> int:
     """Run the demo and print what the workers saw; return 0 when workerstate delivered."""
     import joblib
 
+    import workerstate
     from workerstate import parallel
 
     has_sklearn = _has_sklearn()
@@ -90,21 +112,22 @@ def main(n_folds: int = 6) -> int:
     }
     SCORERS["balanced_f1"] = "registered at run time"
     warnings.filterwarnings("ignore", message=NOISY)
-    names = [parallel.register_global_parallel_callback(_registry_callback, "demo-scorers")]
     if has_sklearn:
         import sklearn
 
         sklearn.set_config(assume_finite=True)
         expected["assume_finite"] = "True"
-        names.append(parallel.register_global_parallel_callback(_sklearn_callback, "sklearn"))
+    names = _register(has_sklearn)
     try:
         plain = _run(joblib.delayed, n_folds)
         fixed = _run(parallel.delayed, n_folds)
+        with workerstate.enabled():
+            switched = _run(joblib.delayed, n_folds)
     finally:
         for name in names:
             parallel.remove_global_parallel_callback(name)
 
-    pids = sorted({row["pid"] for row in plain + fixed})
+    pids = sorted({row["pid"] for row in plain + fixed + switched})
     print(f"A {n_folds}-fold job on joblib's loky backend, n_jobs=2, worker PIDs {pids}.")
     print("The parent changed three things at run time, after the workers had started:")
     if has_sklearn:
@@ -114,24 +137,34 @@ def main(n_folds: int = 6) -> int:
     print('  SCORERS["balanced_f1"] = ...           # a plugin registry')
     print(f'  warnings.filterwarnings("ignore", message="{NOISY}")')
     print()
+    print("It registered the state once, for all the columns, with this code:")
+    shown = [_registry_callback, _set_registry]
+    if has_sklearn:
+        shown += [_sklearn_callback, _set_sklearn]
+    for line in _source(*shown, _register):
+        print("    " + line if line else "")
+    print()
     labels = {
         "assume_finite": "sklearn assume_finite",
         "scorers": "registered scorers",
         "warning_filtered": "warning filter active",
     }
-    print(f"{'what every task saw':28} {'joblib.delayed':34} {'workerstate delayed':34}")
+    columns = ("joblib.delayed", "workerstate delayed", "enable() + joblib.delayed")
+    print((f"{'what every task saw':24}" + "".join(f" {title:29}" for title in columns)).rstrip())
     ok = True
     for key, label in labels.items():
         if key not in expected:
             continue
-        got_plain, got_fixed = _column(plain, key), _column(fixed, key)
-        ok = ok and got_fixed == expected[key]
-        print(f"{label:28} {got_plain:34} {got_fixed:34}")
+        got = [_column(rows, key) for rows in (plain, fixed, switched)]
+        ok = ok and got[1] == got[2] == expected[key]
+        print((f"{label:24}" + "".join(f" {value:29}" for value in got)).rstrip())
     print()
+    print("Columns: 1. from joblib import delayed; 2. from workerstate.parallel import")
+    print("delayed; 3. from joblib import delayed, with workerstate.enable() called first.")
     if ok:
-        print("With workerstate.parallel.delayed every task saw the parent's state; with")
-        print("joblib.delayed the workers kept their import-time state. The only change is")
-        print("the import: from workerstate.parallel import delayed.")
+        print("With workerstate every task saw the parent's state; with plain joblib the")
+        print("workers kept their import-time state. Past the registration above, the only")
+        print("change is the import (column 2) or one workerstate.enable() call (column 3).")
         return 0
     print("workerstate did not deliver the parent's state to every task: please report this.")
     return 1
