@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import joblib
@@ -55,3 +60,32 @@ def loky_pids() -> set[int]:
         if len(pids) >= N_JOBS:
             return pids
     raise AssertionError(f"only {len(pids)} of {N_JOBS} loky workers answered")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(tmp_path: Path, source: str, *args: str, timeout: float = 90) -> dict[str, Any]:
+    """Run ``source`` as a ``__main__`` script in a new interpreter; its last line, as JSON.
+
+    The repository is on the script's path, so it imports ``tests`` and ``workerstate``
+    as the tests do.
+    """
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(source))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out

@@ -8,17 +8,11 @@ multiprocessing, with the workers started before the parent's state changes.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests._helpers import run_script
 
 _SCRIPT = """
 import json
@@ -111,31 +105,10 @@ if __name__ == "__main__":
 """
 
 
-def _run(tmp_path: Path, backend: str, form: str) -> dict[str, Any]:
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(_SCRIPT))
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.run(
-        [sys.executable, str(script), backend, form],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=tmp_path,
-        env=env,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return out
-
-
 @pytest.mark.parametrize("form", ["delayed", "Parallel", "backend"])
 @pytest.mark.parametrize("backend", ["loky", "multiprocessing"])
 def test_every_task_sees_exactly_the_parents_state(tmp_path: Path, backend: str, form: str) -> None:
-    out = _run(tmp_path, backend, form)
+    out = run_script(tmp_path, _SCRIPT, backend, form)
     expected = {
         "patched": True,  # the setter ran, though the callback returns None everywhere
         "captured": "from the parent",  # the same captured value in the worker

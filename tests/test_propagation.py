@@ -8,7 +8,6 @@ state does not arrive on its own.
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import os
 import pickle
 import re
@@ -29,7 +28,7 @@ import pytest
 import sklearn
 
 from tests import _state
-from tests._helpers import N_JOBS, ONE_FAILING_TASK, loky_pids, open_parallel
+from tests._helpers import N_JOBS, ONE_FAILING_TASK, loky_pids, open_parallel, run_script
 from tests._lazy_warning_mod import LazyWarning
 from workerstate import parallel
 from workerstate.parallel import (
@@ -529,34 +528,13 @@ if __name__ == "__main__":
 )
 
 
-def _run_script(tmp_path: Path, source: str, start_method: str) -> dict[str, Any]:
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(source))
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.run(
-        [sys.executable, str(script), start_method],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env=env,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return out
-
-
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
 @pytest.mark.parametrize("script", ["callback in __main__", "callback imported"])
 def test_multiprocessing_with_functions_defined_in_main(
     tmp_path: Path, start_method: str, script: str
 ) -> None:
     source = _SCRIPT_OWN_STATE if script == "callback in __main__" else _SCRIPT_IMPORTED_STATE
-    out = _run_script(tmp_path, source, start_method)
+    out = run_script(tmp_path, source, start_method)
     assert out["plain"] == ["import-time"] * 4  # the control
     assert out["delayed"] == ["run-time"] * 4
     assert out["Parallel"] == ["run-time"] * 4
