@@ -38,8 +38,6 @@ from workerstate.parallel import (
     fresh_pool,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-
 # The ways to use workerstate: (Parallel class, delayed).
 APIS: dict[str, tuple[type[joblib.Parallel], Callable[..., Any]]] = {
     "joblib.Parallel+ws.delayed": (joblib.Parallel, parallel.delayed),
