@@ -1,78 +1,196 @@
-"""Per-task overhead of workerstate against plain joblib and other wrappers, in one run.
+"""Per-task cost of workerstate against plain joblib and other wrappers: CPU and wall time.
 
-Every contender runs on the same warmed loky pool (n_jobs=2, auto batching) with the same
-registered state: one scikit-learn config callback and one custom callback. Each task reports
-which propagated state it saw, and the table says whether every task saw what its contender
-promises. The contenders take turns, and garbage is collected in the parent and in every
-worker before every timed run: otherwise a full collection of what an earlier contender left
-behind (tpcp's per-task closures, above all) lands in whichever run comes next and adds tens
-of milliseconds to it. Collection stays on during a run, so a contender that allocates more
-pays for its own collections. As with timeit, a timed run repeats the call several times and
-reports the mean per call; the table shows the best of the runs. Run:
+Every loky row runs on one warmed loky pool (n_jobs=2, auto batching) with the same registered
+state: scikit-learn's config (``workerstate.presets.sklearn_config``) and one custom value,
+plus 18 more callbacks in the 20-callback row. Every timed run registers a new token, and
+every task returns which state it saw, so every task of every timed run is checked.
 
-    python benchmarks/overhead.py            # all workloads
-    python benchmarks/overhead.py --quick    # fewer tasks, one call per run: a smoke run
+How a run is timed: the CPU time is the parent's (all its threads) plus that of every process
+below it (the loky workers and loky's resource tracker), read as utime + stime from
+``/proc/PID/stat`` just before and just after the call; the wall time is ``perf_counter``
+around the same call. Contenders take turns: round r runs every contender once, in an order
+rotated by one each round, and the table shows the median over the rounds. Garbage is never
+collected between runs: a contender pays for the collections its own garbage causes, as a
+program does.
+
+The dask row runs on a ``LocalCluster`` with a 10 MB value and counts the bytes that every
+process of the cluster and the client writes to its TCP comms during the call.
+
+    python benchmarks/overhead.py                        # every row, 5 rounds
+    python benchmarks/overhead.py --quick                # 10x fewer tasks, 2 rounds
+    python benchmarks/overhead.py --rows trivial,dask    # some rows
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import math
 import os
 import platform
+import statistics
 import sys
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
+# Before any worker starts: loky's and dask's workers get this sys.path and import bench_tasks.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_tasks
 import joblib
 import sklearn
-from sklearn.utils import parallel as sk_parallel
 
+import workerstate
 from workerstate import parallel as ws
+from workerstate import presets
 
+try:
+    from sklearn.utils import parallel as sk_parallel
+except ImportError:  # scikit-learn before 1.3
+    sk_parallel = None
 try:
     from tpcp import parallel as tpcp_parallel
 except ImportError:  # tpcp is optional: pip install -e ".[bench]"
     tpcp_parallel = None
 
 N_JOBS = 2
-#: A timed run repeats the call until plain joblib would take at least this many seconds.
-MIN_RUN = 0.25
-ALL_STATE = 1 | 2 | 4
+TICKS = os.sysconf("SC_CLK_TCK")
+SKLEARN, CUSTOM, WARNINGS, SLOTS = 1, 2, 4, 8
+N_SLOTS = 18  # with scikit-learn's config and the custom value: 20 callbacks
+
+Runner = Callable[[Callable[..., Any], int, str], list[int]]
 
 
-def _contenders() -> list[tuple[str, int, Callable[[Callable[..., Any], int, str], list[int]]]]:
-    """(name, the state bits it promises, runner)."""
+@dataclass
+class Contender:
+    name: str
+    #: Which targets apply: "floor", "delayed", "Parallel", "backend", or "" for none.
+    kind: str
+    #: Bits of :func:`bench_tasks.seen` that every task must show.
+    promised: int
+    run: Runner
+
+
+@dataclass
+class Row:
+    key: str
+    title: str
+    n_tasks: int
+    func: Callable[..., Any]
+    blob_bytes: int
+    slots: bool
+    #: Upper bound of the ratio to plain joblib, per contender kind.
+    targets: dict[str, float]
+
+
+@dataclass
+class Cell:
+    cpu: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+    wrong: int = 0
+    lost_workers: int = 0
+
+
+# -- CPU time from /proc -----------------------------------------------------------------------
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, utime + stime in clock ticks) of a process, None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            data = file.read()
+    except OSError:
+        return None
+    # The command name is in parentheses and may hold spaces: fields count from after it.
+    fields = data[data.rindex(b")") + 2 :].split()
+    return int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def _descendants() -> list[int]:
+    """Every process below this one, found through the parent pid in ``/proc/*/stat``."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _stat(int(entry))
+            if stat is not None:
+                children.setdefault(stat[0], []).append(int(entry))
+    found, todo = [], [os.getpid()]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+def _cpu_ticks(pids: list[int]) -> dict[int, int]:
+    ticks = {}
+    for pid in pids:
+        stat = _stat(pid)
+        if stat is not None:
+            ticks[pid] = stat[1]
+    return ticks
+
+
+def _timed(run: Callable[[], list[int]]) -> tuple[float, float, int, list[int]]:
+    """(CPU seconds of this process and the processes below it, wall seconds, workers lost
+    during the call, the call's result)."""
+    before = _cpu_ticks(_descendants())
+    own = _cpu_ticks([os.getpid()])[os.getpid()]
+    start = time.perf_counter()
+    out = run()
+    wall = time.perf_counter() - start
+    own = _cpu_ticks([os.getpid()])[os.getpid()] - own
+    after = _cpu_ticks(_descendants())
+    # A process started during the call counts from zero; one that ended is lost.
+    workers = sum(ticks - before.get(pid, 0) for pid, ticks in after.items())
+    lost = len(set(before) - set(after))
+    return (own + workers) / TICKS, wall, lost, out
+
+
+# -- contenders -----------------------------------------------------------------------------------
+def _contenders(slots: bool) -> list[Contender]:
+    everything = SKLEARN | CUSTOM | WARNINGS | (SLOTS if slots else 0)
 
     def plain(func: Callable[..., Any], n: int, token: str) -> list[int]:
         return joblib.Parallel(n_jobs=N_JOBS)(joblib.delayed(func)(token) for _ in range(n))
-
-    def sklearn_wrapper(func: Callable[..., Any], n: int, token: str) -> list[int]:
-        return sk_parallel.Parallel(n_jobs=N_JOBS)(
-            sk_parallel.delayed(func)(token) for _ in range(n)
-        )
 
     def ws_delayed(func: Callable[..., Any], n: int, token: str) -> list[int]:
         return joblib.Parallel(n_jobs=N_JOBS)(ws.delayed(func)(token) for _ in range(n))
 
     def ws_parallel(func: Callable[..., Any], n: int, token: str) -> list[int]:
-        return ws.Parallel(n_jobs=N_JOBS)(ws.delayed(func)(token) for _ in range(n))
+        return ws.Parallel(n_jobs=N_JOBS)(joblib.delayed(func)(token) for _ in range(n))
 
     def ws_backend(func: Callable[..., Any], n: int, token: str) -> list[int]:
         with joblib.parallel_config(backend="workerstate"):
-            return joblib.Parallel(n_jobs=N_JOBS)(joblib.delayed(func)(token) for _ in range(n))
+            return plain(func, n, token)
 
-    found: list[tuple[str, int, Callable[[Callable[..., Any], int, str], list[int]]]] = [
-        ("joblib.delayed, no state (floor)", 0, plain),
-        ("sklearn.utils.parallel (own config)", 1 | 4, sklearn_wrapper),
+    def ws_enable(func: Callable[..., Any], n: int, token: str) -> list[int]:
+        workerstate.enable()
+        try:
+            return plain(func, n, token)
+        finally:
+            workerstate.disable()
+
+    found = [
+        Contender("joblib.delayed, no state (floor)", "floor", 0, plain),
+        Contender("workerstate delayed + joblib.Parallel", "delayed", everything, ws_delayed),
+        Contender("workerstate Parallel + joblib.delayed", "Parallel", everything, ws_parallel),
+        Contender("joblib.delayed, workerstate backend", "backend", everything, ws_backend),
+        Contender("joblib.delayed after enable()", "backend", everything, ws_enable),
     ]
+    if sk_parallel is not None:
+
+        def sklearn_wrapper(func: Callable[..., Any], n: int, token: str) -> list[int]:
+            return sk_parallel.Parallel(n_jobs=N_JOBS)(
+                sk_parallel.delayed(func)(token) for _ in range(n)
+            )
+
+        found.append(
+            Contender(
+                "sklearn.utils.parallel (own config)", "", SKLEARN | WARNINGS, sklearn_wrapper
+            )
+        )
     if tpcp_parallel is not None:
 
         def tpcp_delayed(func: Callable[..., Any], n: int, token: str) -> list[int]:
@@ -80,128 +198,284 @@ def _contenders() -> list[tuple[str, int, Callable[[Callable[..., Any], int, str
                 tpcp_parallel.delayed(func)(token) for _ in range(n)
             )
 
-        found.append(("tpcp.parallel.delayed", 1 | 2, tpcp_delayed))
-    found += [
-        ("workerstate delayed + joblib.Parallel", ALL_STATE, ws_delayed),
-        ("workerstate Parallel + delayed", ALL_STATE, ws_parallel),
-        ("joblib.delayed, workerstate backend", ALL_STATE, ws_backend),
-    ]
+        tpcp_bits = SKLEARN | CUSTOM | (SLOTS if slots else 0)
+        found.append(Contender("tpcp.parallel.delayed", "", tpcp_bits, tpcp_delayed))
     return found
 
 
-def _register() -> None:
-    ws.register_global_parallel_callback(bench_tasks.sklearn_callback, name="sklearn")
-    ws.register_global_parallel_callback(bench_tasks.state_callback, name="custom")
+@contextmanager
+def _registered(slots: bool) -> Iterator[None]:
+    """scikit-learn's config and the custom value, plus the slots, in workerstate and tpcp."""
+    callbacks: list[tuple[Any, str]] = [
+        (presets.sklearn_config, "sklearn"),
+        (bench_tasks.state_callback, "custom"),
+    ]
+    if slots:
+        callbacks += [(cb, f"slot-{cb.index}") for cb in bench_tasks.make_slots(N_SLOTS)]
+    names = [ws.register_global_parallel_callback(cb, name=name) for cb, name in callbacks]
+    tpcp_names = []
     if tpcp_parallel is not None:
-        tpcp_parallel.register_global_parallel_callback(bench_tasks.sklearn_callback)
-        tpcp_parallel.register_global_parallel_callback(bench_tasks.state_callback)
+        tpcp_names = [tpcp_parallel.register_global_parallel_callback(cb) for cb, _ in callbacks]
+    try:
+        yield
+    finally:
+        for name in names:
+            ws.remove_global_parallel_callback(name)
+        remove = getattr(tpcp_parallel, "remove_global_parallel_callback", None)
+        for tpcp_name in tpcp_names:
+            if remove is not None:
+                remove(tpcp_name)
+        bench_tasks.SLOTS.clear()
 
 
-def _collect_garbage() -> None:
-    """Collect garbage in every worker of the pool, then in the parent."""
-    for _ in range(10):
-        pids = joblib.Parallel(n_jobs=N_JOBS, batch_size=1)(
-            joblib.delayed(bench_tasks.collect_garbage)(0.02) for _ in range(N_JOBS)
-        )
-        if len(set(pids)) == N_JOBS:  # one task per worker: each one collected
-            break
-    gc.collect()
+def _new_state(blob_bytes: int) -> str:
+    token = uuid.uuid4().hex
+    bench_tasks.set_state({"token": token, "blob": b"x" * blob_bytes})
+    bench_tasks.set_slots(token)
+    return token
 
 
-def run(
-    workloads: list[tuple[str, Callable[..., Any], int, int]], repeats: int, number: int = 0
-) -> None:
-    contenders = _contenders()
-    _register()
-    sklearn.set_config(assume_finite=True)
-    warnings.filterwarnings("ignore", message=bench_tasks.MARKER)
-    # Warm the pool and the workers' imports with every contender once.
-    for _, _, runner in contenders:
-        runner(bench_tasks.trivial, 50, "warm")
+def _wrong(out: list[int], n_tasks: int, promised: int) -> int:
+    return n_tasks - len(out) + sum(1 for mask in out if mask & promised != promised)
 
-    print(
-        f"Python {platform.python_version()}, joblib {joblib.__version__}, "
-        f"scikit-learn {sklearn.__version__}, {os.cpu_count()} CPUs, n_jobs={N_JOBS}, loky"
-    )
-    for title, func, n_tasks, state_bytes in workloads:
-        token = uuid.uuid4().hex
-        bench_tasks.set_state({"token": token, "blob": b"x" * state_bytes})
-        calls = number or _calls_per_run(contenders[0][2], func, n_tasks, token)
-        best = {name: float("inf") for name, _, _ in contenders}
-        verdict = {}
-        for _ in range(repeats):
-            # Round robin, so drift of the machine hits every contender alike.
-            for name, promised, runner in contenders:
-                _collect_garbage()
-                outputs = []
-                start = time.perf_counter()
-                for _ in range(calls):
-                    outputs.append(runner(func, n_tasks, token))
-                best[name] = min(best[name], (time.perf_counter() - start) / calls)
-                ok = all(
-                    len(out) == n_tasks and all((mask & promised) == promised for mask in out)
-                    for out in outputs
+
+# -- loky rows ------------------------------------------------------------------------------------
+def run_loky(row: Row, rounds: int) -> None:
+    contenders = _contenders(row.slots)
+    cells = {c.name: Cell() for c in contenders}
+    with _registered(row.slots):
+        _new_state(row.blob_bytes)
+        for contender in contenders:  # warm: every contender's imports, the pool's workers
+            contender.run(row.func, min(row.n_tasks, 2_000), "warm")
+        for r in range(rounds):
+            # Rotated, so that neither drift of the machine nor the garbage an earlier
+            # contender leaves always falls on the same contender.
+            shift = r % len(contenders)
+            for contender in contenders[shift:] + contenders[:shift]:
+                token = _new_state(row.blob_bytes)
+                cpu, wall, lost, out = _timed(
+                    lambda c=contender, t=token: c.run(row.func, row.n_tasks, t)
                 )
-                verdict[name] = verdict.get(name, True) and ok
-        floor = best[contenders[0][0]]
-        per_run = f"mean of {calls} calls" if calls > 1 else "one call"
-        runs = f"best of {repeats} runs" if repeats > 1 else "one run"
-        print(f"\n{title} (seconds per call: {per_run} per run, {runs})")
+                cell = cells[contender.name]
+                cell.cpu.append(cpu)
+                cell.wall.append(wall)
+                cell.lost_workers += lost
+                cell.wrong += _wrong(out, row.n_tasks, contender.promised)
+    _print_loky(row, contenders, cells, rounds)
+
+
+def _verdict(ratio: float, target: float | None) -> str:
+    if target is None:
+        return ""
+    return f"<={target:.2f} {'met' if ratio <= target else 'NOT MET'}"
+
+
+def _print_loky(row: Row, contenders: list[Contender], cells: dict[str, Cell], rounds: int) -> None:
+    floor = cells[contenders[0].name]
+    floor_cpu, floor_wall = statistics.median(floor.cpu), statistics.median(floor.wall)
+    print(f"\n{row.title} (median of {rounds} rounds; CPU = parent + loky workers)")
+    print(
+        f"{'contender':40} {'CPU us/task':>11} {'ratio':>6} {'target':14} "
+        f"{'wall us/task':>12} {'ratio':>6} {'target':14} state"
+    )
+    for contender in contenders:
+        cell = cells[contender.name]
+        cpu, wall = statistics.median(cell.cpu), statistics.median(cell.wall)
+        target = row.targets.get(contender.kind)
+        if not contender.promised:
+            state = "nothing promised" if cell.wrong == 0 else f"{cell.wrong} tasks lost"
+        else:
+            state = "state ok" if cell.wrong == 0 else f"WRONG STATE in {cell.wrong:,} tasks"
+        if cell.lost_workers:
+            state += f", {cell.lost_workers} workers replaced"
         print(
-            f"{'contender':40} {'seconds':>8} {'us/task':>8} {'ratio':>6}  state seen in every task"
+            f"{contender.name:40} {cpu / row.n_tasks * 1e6:11.2f} {cpu / floor_cpu:5.2f}x "
+            f"{_verdict(cpu / floor_cpu, target):14} {wall / row.n_tasks * 1e6:12.2f} "
+            f"{wall / floor_wall:5.2f}x {_verdict(wall / floor_wall, target):14} {state}"
         )
-        for name, promised, _ in contenders:
-            seconds = best[name]
-            what = "nothing promised" if not promised else ("yes" if verdict[name] else "NO")
-            print(
-                f"{name:40} {seconds:8.3f} {seconds / n_tasks * 1e6:8.1f} "
-                f"{seconds / floor:5.2f}x  {what}"
-            )
 
 
-def _calls_per_run(
-    floor: Callable[[Callable[..., Any], int, str], list[int]],
-    func: Callable[..., Any],
-    n_tasks: int,
-    token: str,
-) -> int:
-    """How many calls make a timed run of at least MIN_RUN seconds of plain joblib.
+# -- dask row -------------------------------------------------------------------------------------
+def run_dask(n_tasks: int, size: int, rounds: int) -> None:
+    try:
+        import distributed
+        from distributed import Client, LocalCluster
+    except ImportError:
+        print("\ndask row: distributed is not installed; skipped")
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
+        cluster = LocalCluster(
+            n_workers=N_JOBS,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
+    client = Client(cluster, set_as_default=False)
+    everything = SKLEARN | CUSTOM | WARNINGS
+    func = bench_tasks.trivial
 
-    joblib's calling thread looks for finished batches every 10 ms, so one short call lasts a
-    whole number of those periods: a call of 15 ms of work takes 20 ms or 30 ms depending
-    on where the periods fall. Averaging over several calls per run, as timeit does, keeps
-    that rounding from deciding the ratio.
-    """
-    _collect_garbage()
-    start = time.perf_counter()
-    floor(func, n_tasks, token)
-    once = time.perf_counter() - start
-    return max(1, math.ceil(MIN_RUN / once))
+    def plain(token: str) -> list[int]:
+        with joblib.parallel_config("dask", client=client):
+            return joblib.Parallel()(joblib.delayed(func)(token) for _ in range(n_tasks))
+
+    def ws_delayed(token: str) -> list[int]:
+        with joblib.parallel_config("dask", client=client):
+            return joblib.Parallel()(ws.delayed(func)(token) for _ in range(n_tasks))
+
+    def ws_parallel(token: str) -> list[int]:
+        with joblib.parallel_config("dask", client=client):
+            return ws.Parallel()(joblib.delayed(func)(token) for _ in range(n_tasks))
+
+    def ws_backend(token: str) -> list[int]:
+        with joblib.parallel_config(backend="workerstate", inner="dask", client=client):
+            return joblib.Parallel()(joblib.delayed(func)(token) for _ in range(n_tasks))
+
+    contenders = [
+        ("joblib.delayed, no state (floor)", 0, plain),
+        ("workerstate delayed + joblib.Parallel", everything, ws_delayed),
+        ("workerstate Parallel + joblib.delayed", everything, ws_parallel),
+        ("joblib.delayed, workerstate backend", everything, ws_backend),
+    ]
+    sent: dict[str, list[int]] = {name: [] for name, _, _ in contenders}
+    walls: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
+    wrong = dict.fromkeys(sent, 0)
+
+    def count() -> int:
+        return bench_tasks.bytes_sent() + sum(client.run(bench_tasks.bytes_sent).values())
+
+    try:
+        client.wait_for_workers(N_JOBS, timeout=60)
+        bench_tasks.count_tcp_writes()
+        client.run(bench_tasks.count_tcp_writes)
+        with _registered(slots=False):
+            for _, _, runner in contenders:
+                runner("warm")
+            for r in range(rounds):
+                shift = r % len(contenders)
+                for name, promised, runner in contenders[shift:] + contenders[:shift]:
+                    # A new value each run, so that every run really ships it.
+                    token = uuid.uuid4().hex
+                    bench_tasks.set_state({"token": token, "blob": os.urandom(size)})
+                    before = count()
+                    start = time.perf_counter()
+                    out = runner(token)
+                    walls[name].append(time.perf_counter() - start)
+                    sent[name].append(count() - before)
+                    wrong[name] += _wrong(out, n_tasks, promised)
+    finally:
+        client.close()
+        cluster.close()
+    print(
+        f"\ndask {distributed.__version__}: LocalCluster, {N_JOBS} worker processes x 1 thread, "
+        f"{n_tasks:,} tasks, a {size / 1e6:g} MB value (median of {rounds} rounds)"
+    )
+    print(
+        "bytes: every message written to distributed's TCP comms during the call, added up in "
+        "the client, the scheduler and each worker"
+    )
+    print(f"{'contender':40} {'kB sent/task':>12} {'MB sent':>9} {'wall s':>7} state")
+    for name, promised, _ in contenders:
+        nbytes = statistics.median(sent[name])
+        if not promised:
+            state = "nothing promised" if wrong[name] == 0 else f"{wrong[name]} tasks lost"
+        else:
+            state = "state ok" if wrong[name] == 0 else f"WRONG STATE in {wrong[name]:,} tasks"
+        print(
+            f"{name:40} {nbytes / n_tasks / 1e3:12.1f} {nbytes / 1e6:9.1f} "
+            f"{statistics.median(walls[name]):7.2f} {state}"
+        )
+
+
+# -- main -----------------------------------------------------------------------------------------
+def _rows(scale: int) -> list[Row]:
+    trivial = 100_000 // scale
+    return [
+        Row(
+            "trivial",
+            f"{trivial:,} trivial tasks, 2 callbacks",
+            trivial,
+            bench_tasks.trivial,
+            64,
+            False,
+            {"delayed": 1.10, "Parallel": 1.10, "backend": 1.15},
+        ),
+        Row(
+            "1mb",
+            f"{20_000 // scale:,} trivial tasks, 2 callbacks, a 1 MB value",
+            20_000 // scale,
+            bench_tasks.trivial,
+            1 << 20,
+            False,
+            {"delayed": 1.20, "Parallel": 1.20, "backend": 1.20},
+        ),
+        Row(
+            "callbacks20",
+            f"{trivial:,} trivial tasks, 20 callbacks",
+            trivial,
+            bench_tasks.trivial_slots,
+            64,
+            True,
+            {"delayed": 1.30, "Parallel": 1.30, "backend": 1.30},
+        ),
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer tasks and repeats")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per contender")
+    parser.add_argument("--quick", action="store_true", help="10x fewer tasks, 2 rounds")
+    parser.add_argument("--rounds", type=int, default=0, help="default: 5, or 2 with --quick")
     parser.add_argument(
-        "--number",
-        type=int,
-        default=0,
-        help="calls per timed run (default: enough for 0.25 s of plain joblib)",
+        "--rows",
+        default="trivial,1mb,callbacks20,dask",
+        help="comma-separated, from: trivial, 1mb, callbacks20, dask",
     )
     args = parser.parse_args()
     scale = 10 if args.quick else 1
-    workloads = [
-        (f"{20_000 // scale:,} trivial tasks", bench_tasks.trivial, 20_000 // scale, 64),
-        (
-            f"{2_000 // scale:,} tasks, 1 MB state value",
-            bench_tasks.trivial,
-            2_000 // scale,
-            1 << 20,
-        ),
-        (f"{200 // scale:,} tasks of 5 ms", bench_tasks.busy, 200 // scale, 64),
-    ]
-    run(workloads, 1 if args.quick else args.repeats, 1 if args.quick else args.number)
+    rounds = args.rounds or (2 if args.quick else 5)
+    rows = {row.key: row for row in _rows(scale)}
+    chosen = [key.strip() for key in args.rows.split(",") if key.strip()]
+    unknown = [key for key in chosen if key not in rows and key != "dask"]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; choose from {[*rows, 'dask']}")
+
+    sklearn.set_config(assume_finite=True)
+    warnings.filterwarnings("ignore", message=bench_tasks.MARKER)
+    print(
+        f"{_cpu_model()}, {os.cpu_count()} CPUs, "
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"joblib {joblib.__version__}, workerstate {workerstate.__version__}, "
+        f"scikit-learn {sklearn.__version__}, "
+        f"tpcp {'not installed' if tpcp_parallel is None else _version('tpcp')}; "
+        f"n_jobs={N_JOBS}, loky; CPU from /proc/PID/stat in ticks of {1 / TICKS * 1e3:g} ms"
+    )
+    print(
+        "targets: ratio to plain joblib, CPU and wall; joblib.delayed after enable() is held to "
+        "the backend's target"
+    )
+    for key in chosen:
+        if key == "dask":
+            run_dask(1_000 // scale, 10_000_000, rounds)
+        else:
+            run_loky(rows[key], rounds)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def _version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
 
 
 if __name__ == "__main__":
