@@ -16,7 +16,9 @@ __all__ = [
     "StatePicklingError",
     "StateRestoreWarning",
     "StateTransportError",
+    "TaskPicklingAttributeError",
     "TaskPicklingError",
+    "TaskPicklingTypeError",
     "WorkerStateError",
 ]
 
@@ -69,6 +71,18 @@ class TaskPicklingError(WorkerStateError, pickle.PicklingError):
 
     report: Any = None  # a workerstate.diagnose.PicklingReport
     task_index: int | None = None
+
+
+class TaskPicklingAttributeError(TaskPicklingError, AttributeError):
+    """A :class:`~workerstate.parallel.TaskPicklingError` for a pickler that raised
+    ``AttributeError`` (the standard pickle's "Can't pickle local object" up to Python 3.13),
+    so ``except AttributeError`` still catches it."""
+
+
+class TaskPicklingTypeError(TaskPicklingError, TypeError):
+    """A :class:`~workerstate.parallel.TaskPicklingError` for a pickler that raised
+    ``TypeError`` (``cannot pickle '_thread.lock' object``), so ``except TypeError`` still
+    catches it."""
 
 
 class StateRestoreWarning(RuntimeWarning):

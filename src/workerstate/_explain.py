@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._dumps import Fragile, cloud_dumps, loky_dumps, std_dumps, strict_dumps
-from ._errors import TaskPicklingError, WorkerStateError
+from ._errors import (
+    TaskPicklingAttributeError,
+    TaskPicklingError,
+    TaskPicklingTypeError,
+    WorkerStateError,
+)
 from ._pickling import classify, find_unpicklable, find_unpicklable_parts, type_name
 from ._text import error_text, short
 from ._traps import GENERIC_ADVICE, TRAPS
@@ -35,18 +40,6 @@ _PARTS_SHOWN = 3
 Pickler = Literal["auto", "loky", "cloudpickle", "pickle"]
 
 _WIDTH = 92
-
-
-class TaskPicklingAttributeError(TaskPicklingError, AttributeError):
-    """A :class:`~workerstate.parallel.TaskPicklingError` for a pickler that raised
-    ``AttributeError`` (the standard pickle's "Can't pickle local object" up to Python 3.13),
-    so ``except AttributeError`` still catches it."""
-
-
-class TaskPicklingTypeError(TaskPicklingError, TypeError):
-    """A :class:`~workerstate.parallel.TaskPicklingError` for a pickler that raised
-    ``TypeError`` (``cannot pickle '_thread.lock' object``), so ``except TypeError`` still
-    catches it."""
 
 
 # -- the report ------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ the process backends do and report which part fails, which known trap it is, and
   tasks need;
 - :func:`doctor` runs the whole debugging checklist (``python -m workerstate doctor``).
 
-Importing this module is cheap: cloudpickle and joblib are imported when first needed.
+Importing this module imports no optional library (scikit-learn, pandas, dask, Ray); joblib
+comes with the package, which registers its backend with joblib.
 
 Examples
 --------
@@ -28,7 +29,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ._cost import ModuleImport, WorkerCost, worker_cost
-from ._errors import TaskPicklingError
+from ._errors import TaskPicklingAttributeError, TaskPicklingError, TaskPicklingTypeError
 from ._explain import PicklingReport, explain_pickling, explain_pickling_error
 from ._pickling import TRAPS
 
@@ -39,7 +40,9 @@ __all__ = [
     "TRAPS",
     "ModuleImport",
     "PicklingReport",
+    "TaskPicklingAttributeError",
     "TaskPicklingError",
+    "TaskPicklingTypeError",
     "WorkerCost",
     "doctor",
     "explain_pickling",

@@ -40,7 +40,9 @@ from ._errors import (
     StatePicklingError,
     StateRestoreWarning,
     StateTransportError,
+    TaskPicklingAttributeError,
     TaskPicklingError,
+    TaskPicklingTypeError,
     WorkerStateError,
 )
 from ._parallel import Parallel
@@ -55,7 +57,9 @@ __all__ = [
     "StatePicklingError",
     "StateRestoreWarning",
     "StateTransportError",
+    "TaskPicklingAttributeError",
     "TaskPicklingError",
+    "TaskPicklingTypeError",
     "WorkerStateBackend",
     "WorkerStateError",
     "delayed",
