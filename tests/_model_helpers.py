@@ -218,3 +218,16 @@ def caught(inner: tuple[Any, tuple[Any, ...], dict[str, Any]], names: Iterable[s
     except TaskFailedError as exc:
         seen, error = exc.args[0], "TaskFailedError"
     return {"pid": os.getpid(), "seen": seen, "error": error, "after": fingerprints(names)}
+
+
+def changed_and_put_back(i: int, names: Iterable[str]) -> dict[str, Any]:
+    """Report the named slots, change them, report again, and put them back, as a task that
+    uses a context manager does."""
+    seen = {"i": i, "pid": os.getpid(), "slots": fingerprints(names)}
+    before = {name: get_slot(name) for name in names}
+    for name in before:
+        set_slot(name, OTHER_VALUE)
+    seen["inside"] = fingerprints(names)
+    for name, value in before.items():
+        set_slot(name, value)
+    return seen

@@ -22,7 +22,7 @@ import itertools
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,6 +119,8 @@ class ReferenceModel:
     callbacks: list[ModelCallback]
     parent: dict[str, Any] = field(default_factory=dict)
     workers: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: Names registered with check="batch"; the model treats them as the others.
+    per_batch: set[str] = field(default_factory=set)
 
     def capture(self) -> list[Any]:
         return [cb.read(self.parent) for cb in self.callbacks]
@@ -169,7 +171,11 @@ OPERATIONS = st.one_of(
 )
 # The parent's live values when the program starts, set after the workers started.
 INITIAL = st.lists(VALUES, min_size=3, max_size=3)
-PROGRAMS = st.tuples(CALLBACKS, INITIAL, st.lists(OPERATIONS, min_size=2, max_size=8))
+# Which callbacks, by position, are registered with check="batch": read once per batch in a
+# worker. The model holds for them as long as no task leaves their state changed, which is
+# what check="batch" says, so tasks change only the other live slots.
+PER_BATCH = st.lists(st.booleans(), min_size=6, max_size=6)
+PROGRAMS = st.tuples(CALLBACKS, INITIAL, st.lists(OPERATIONS, min_size=2, max_size=8), PER_BATCH)
 
 
 def _callback_specs(
@@ -298,7 +304,9 @@ def _plan(
 
 def _run(program: Program, api: str, batch_size: Any, actions: list[tuple[str, int]]) -> None:
     model = program.model
-    registered = {cb.name for cb in model.callbacks if cb.kind == "live"}
+    registered = {
+        cb.name for cb in model.callbacks if cb.kind == "live" and cb.name not in model.per_batch
+    }
     api, n_jobs, tasks = _plan(program.backend, api, actions, registered, model.parent)
     captured = model.capture()
     names = model.names
@@ -355,7 +363,11 @@ def _pool_keys(operations: list[tuple[Any, ...]]) -> set[tuple[str, Any]]:
 
 
 def _run_program(
-    backend: str, specs: list[tuple[Any, ...]], initial: list[Any], operations: list[Any]
+    backend: str,
+    specs: list[tuple[Any, ...]],
+    initial: list[Any],
+    operations: list[Any],
+    per_batch: Sequence[bool] = (),
 ) -> Program:
     mh.reset()
     try:
@@ -366,8 +378,12 @@ def _run_program(
             for op in zip(itertools.repeat("set"), range(len(mh.LIVE)), initial, strict=False):
                 _set(program, op)
             with default_registry.preserved():
-                for cb in model.callbacks:
-                    ws.register_global_parallel_callback(cb.real(), name=cb.name)
+                for i, cb in enumerate(model.callbacks):
+                    batch = bool(per_batch) and per_batch[i % len(per_batch)]
+                    check = "batch" if batch else "task"
+                    if batch:
+                        model.per_batch.add(cb.name)
+                    ws.register_global_parallel_callback(cb.real(), name=cb.name, check=check)
                     if cb.kind != "live":
                         # The parent applied what it hands out, as tpcp's users do: in the
                         # parent's own process the state is in place already.
@@ -423,7 +439,7 @@ PROPERTY = settings(
 @PROPERTY
 @given(program=PROGRAMS)
 def test_random_programs_match_the_reference_model(
-    backend: str, program: tuple[list[tuple[Any, ...]], list[Any], list[Any]]
+    backend: str, program: tuple[list[tuple[Any, ...]], list[Any], list[Any], list[bool]]
 ) -> None:
     result = _run_program(backend, *program)
     TALLY.update(programs=1, tasks=result.tasks)

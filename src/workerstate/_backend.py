@@ -9,7 +9,9 @@ just before handing it over.
 
 from __future__ import annotations
 
+import operator
 import threading
+from itertools import repeat
 from typing import Any
 
 from . import _joblib
@@ -20,6 +22,7 @@ from ._task import StatefulCall, bind, capture_for
 __all__ = ["BACKEND_NAME", "WorkerStateBackend", "rebind", "register_backend"]
 
 BACKEND_NAME = "workerstate"
+_first = operator.itemgetter(0)
 
 
 def rebind(task: Any, snapshot: Snapshot) -> Any:
@@ -36,6 +39,28 @@ def rebind(task: Any, snapshot: Snapshot) -> Any:
             return task
         func = func.func
     return bind(snapshot, func), task[1], task[2]
+
+
+def _bound(items: list[Any], snapshot: Snapshot) -> list[Any]:
+    """The batch's tasks bound to ``snapshot``: this runs for every task of every call."""
+    if items and set(map(type, items)) == {tuple} and set(map(len, items)) == {3}:
+        func = items[0][0]
+        if all(map(operator.is_, map(_first, items), repeat(func))):
+            # The common batch: one function throughout, checked in C; one rebind().
+            call = rebind(items[0], snapshot)[0]
+            return [(call, args, kwargs) for _, args, kwargs in items]
+    # One rebind() per run of tasks of the same function, rather than per task.
+    bound: list[Any] = []
+    last_func: Any = None
+    last_call: Any = None
+    for task in items:
+        if type(task) is tuple and len(task) == 3:
+            if task[0] is not last_func:
+                last_func, last_call = task[0], rebind(task, snapshot)[0]
+            bound.append((last_call, task[1], task[2]))
+        else:
+            bound.append(task)  # not a task: left for joblib to report
+    return bound
 
 
 class WorkerStateBackend:
@@ -164,19 +189,7 @@ class WorkerStateBackend:
         items = getattr(batch, "items", None)
         if snapshot is None or not isinstance(items, list):
             return
-        # One rebind() per run of tasks of the same function, rather than per task: this runs
-        # for every task of every call under the backend.
-        bound: list[Any] = []
-        last_func: Any = None
-        last_call: Any = None
-        for task in items:
-            if type(task) is tuple and len(task) == 3:
-                if task[0] is not last_func:
-                    last_func, last_call = task[0], rebind(task, snapshot)[0]
-                bound.append((last_call, task[1], task[2]))
-            else:
-                bound.append(task)  # not a task: left for joblib to report
-        batch.items = bound
+        batch.items = _bound(items, snapshot)
 
     def submit(self, func: Any, callback: Any = None) -> Any:
         """Bind the batch to the call's state and submit it to the inner backend."""

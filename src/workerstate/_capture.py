@@ -106,11 +106,15 @@ def _capture(
     collect: bool,
     remote: Any,
 ) -> Snapshot:
-    items = (registry or default_registry).items()
+    registry = registry or default_registry
+    items = registry.items()
+    per_batch = registry.per_batch()
     outer = active_snapshot()
     if outer is not None:
         present = {name for name, _ in items}
-        items = items + tuple((e.name, e.callback) for e in outer.entries if e.name not in present)
+        inherited = tuple((e.name, e.callback) for e in outer.entries if e.name not in present)
+        items = items + inherited
+        per_batch = per_batch | (outer.per_batch & {name for name, _ in inherited})
     entries: list[Entry] = []
     for name, callback in items:
         try:
@@ -132,6 +136,7 @@ def _capture(
         if previous is not None
         and previous.filters is filters
         and previous.remote is remote
+        and previous.per_batch == per_batch
         and not side
         else False
     )
@@ -146,6 +151,7 @@ def _capture(
         side=side,
         collect=collect,
         remote=remote,
+        per_batch=per_batch & {entry.name for entry in entries},
     )
     if unchanged is None and previous is not None and previous._data is not None:
         # A callback returned the very object it returned last time; it may have been

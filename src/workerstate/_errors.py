@@ -13,6 +13,7 @@ from typing import Any
 __all__ = [
     "CallbackError",
     "SetterError",
+    "StateChangedError",
     "StatePicklingError",
     "StateRestoreWarning",
     "StateTransportError",
@@ -56,6 +57,15 @@ class SetterError(WorkerStateError, RuntimeError):
 
     The original exception is chained as ``__cause__``; after a trip through a process pool
     its traceback appears in the message that joblib shows.
+    """
+
+
+class StateChangedError(WorkerStateError, RuntimeError):
+    """A task left changed the state of a callback registered with ``check="batch"``.
+
+    Raised in the worker after the last task of the batch in which the state changed, so the
+    call fails in the parent: the tasks after the change in that batch may have seen the
+    changed state. The message names the callbacks and the fix.
     """
 
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from . import _warnings
-from ._compare import strict_checker
-from ._errors import CallbackError, SetterError, StateRestoreWarning
+from ._compare import strict_checker, strictly_equal
+from ._errors import CallbackError, SetterError, StateChangedError, StateRestoreWarning
 from ._registry import check_pair, running_callbacks
 from ._roundtrip import Note
 
@@ -34,11 +34,12 @@ __all__ = [
     "Mode",
     "Step",
     "Undo",
-    "Watched",
+    "Watching",
     "active_snapshot",
     "install",
     "refresh",
     "restore",
+    "verify",
     "watch",
 ]
 
@@ -77,16 +78,28 @@ class Undo:
     steps: list[Step]
 
 
-class Watched(NamedTuple):
-    """What :func:`refresh` checks for one callback between the tasks of a batch."""
+class Watching:
+    """What :func:`refresh` checks between the tasks under one :func:`install`.
 
-    callback: Callable[[], Any]
-    value: Any
-    name: str
-    setter: Callable[[Any], Any]
-    readable: bool
-    #: ``strict_checker(value)``: is the state read between tasks still ``value``?
-    same: Callable[[Any], bool]
+    ``checks`` holds an ``(unchanged, reset)`` pair per callback read before every task:
+    ``unchanged()`` says whether the state is still the installed value, ``reset()`` sets it
+    again. Callbacks registered with ``check="batch"`` are not among them: ``batch`` holds
+    ``(name, unchanged)`` for those, read once after the batch's last task by :func:`verify`.
+    """
+
+    __slots__ = ("batch", "checks", "live", "undo")
+
+    def __init__(
+        self,
+        undo: Undo,
+        live: list[tuple[Any, ...]] | None,
+        checks: tuple[tuple[Callable[[], bool], Callable[[], None]], ...],
+        batch: tuple[tuple[str, Callable[[], bool]], ...],
+    ) -> None:
+        self.undo = undo
+        self.live = live
+        self.checks = checks
+        self.batch = batch
 
 
 @dataclass
@@ -103,8 +116,6 @@ class Installed:
 # backend) restore process-global state only when the last one ends.
 _INSTALLED: dict[str, Installed] = {}
 _INSTALLED_LOCK = threading.Lock()
-# Never the same object as any state, so a callback that cannot be read counts as changed.
-_UNKNOWN = object()
 # Python 3.14 can keep warning filters per context (thread) instead of per process.
 _CONTEXT_AWARE = bool(getattr(sys.flags, "context_aware_warnings", False))
 
@@ -177,45 +188,116 @@ def _install_one(snapshot: Any, entry: Any, in_parent: bool) -> Step:
 
 
 # -- between the tasks of a batch ------------------------------------------------------------
-def watch(snapshot: Any, undo: Undo) -> tuple[Watched, ...]:
+def watch(snapshot: Any, undo: Undo) -> Watching:
     """What :func:`refresh` checks between the tasks under one :func:`install`.
 
-    Built once per batch, so each task reads a flat tuple.
+    Built once per batch, so each task runs one flat loop of prepared checks.
     """
-    return tuple(
-        Watched(
-            entry.callback,
-            entry.value,
-            entry.name,
-            entry.setter,
-            step.mode is not Mode.UNREAD,
-            strict_checker(entry.value),
+    checks = []
+    batch = []
+    per_batch = snapshot.per_batch
+    for entry, step in zip(snapshot.entries, undo.steps, strict=True):
+        unchanged = (
+            _reads(entry.callback, entry.value)
+            if step.mode is not Mode.UNREAD
+            else _never  # cannot be read here: set again before every task
         )
-        for entry, step in zip(snapshot.entries, undo.steps, strict=True)
-    )
+        if entry.name in per_batch and step.mode is not Mode.UNREAD:
+            batch.append((entry.name, unchanged))
+        else:
+            checks.append((unchanged, _resetter(entry.name, entry.setter, entry.value)))
+    return Watching(undo, snapshot._live_filters, tuple(checks), tuple(batch))
 
 
-def refresh(snapshot: Any, undo: Undo, watched: tuple[Watched, ...]) -> None:
+def _reads(callback: Callable[[], Any], value: Any) -> Callable[[], bool]:
+    raw = _raw_reads(callback, value)
+    if raw is not None:
+        return raw
+    same = strict_checker(value)
+
+    def unchanged() -> bool:
+        try:
+            current = callback()[0]
+        except Exception:
+            return False  # cannot be read: counts as changed
+        # Identity first: comparing a large value before every task would cost more than
+        # the task.
+        return current is value or same(current)
+
+    return unchanged
+
+
+def _raw_reads(callback: Callable[[], Any], value: Any) -> Callable[[], bool] | None:
+    """A cheaper check for a preset whose value is computed from a raw reading.
+
+    A preset such as :func:`workerstate.presets.sklearn_config` derives its value from one
+    call (``sklearn.get_config()``) that returns a new object each time; its callback names
+    that call as ``_workerstate_raw``. While the raw reading stays strictly equal to the one
+    taken now, when the callback gives exactly ``value``, the callback would give exactly
+    ``value`` too, so the check skips deriving it. None when there is no raw reading or the
+    callback does not give ``value`` now.
+    """
+    read_raw = getattr(callback, "_workerstate_raw", None)
+    if read_raw is None:
+        return None
+    try:
+        raw = read_raw()
+        if strictly_equal(callback()[0], value) is not True:
+            return None
+    except Exception:
+        return None
+    same = strict_checker(raw)
+
+    def unchanged() -> bool:
+        try:
+            return same(read_raw()) is True
+        except Exception:
+            return False
+
+    return unchanged
+
+
+def _never() -> bool:
+    return False
+
+
+def _resetter(name: str, setter: Callable[[Any], Any], value: Any) -> Callable[[], None]:
+    def reset() -> None:
+        _set(name, setter, value)
+
+    return reset
+
+
+def refresh(watching: Watching) -> None:
     """Between two tasks under one :func:`install`: put back what the last task changed.
 
     This runs before every task but the first of a batch. A value counts as unchanged only
     when it is the very object that was installed or strictly equal to it; anything else,
     and a callback that cannot be read here, is set again.
     """
-    live = snapshot._live_filters
+    live = watching.live
     if live is not None and not _warnings.filters_equal(live):
-        undo.filters = _warnings.reinstall_filters(live, undo.filters)
-    for callback, value, name, setter, readable, same in watched:
-        if readable:
-            try:
-                current = callback()[0]
-            except Exception:
-                current = _UNKNOWN
-            # Identity first: comparing a large value before every task would cost more
-            # than the task.
-            if current is value or same(current):
-                continue
-        _set(name, setter, value)
+        watching.undo.filters = _warnings.reinstall_filters(live, watching.undo.filters)
+    for unchanged, reset in watching.checks:
+        if not unchanged():
+            reset()
+
+
+def verify(watching: Watching) -> None:
+    """After the last task of a batch: the state of each ``check="batch"`` callback is still
+    what was installed, or :class:`StateChangedError` names it."""
+    changed = [name for name, unchanged in watching.batch if not unchanged()]
+    if changed:
+        names = ", ".join(repr(name) for name in changed)
+        raise StateChangedError(
+            f"A task changed the state of parallel callback(s) {names} in process "
+            f"{os.getpid()} and left it changed, but they are registered with check='batch', "
+            f"which says tasks leave that state as they found it: it is read once per batch, "
+            f"so the tasks that ran after the change in the same batch may have seen the "
+            f"changed state. Register them with check='task' (the default), which reads the "
+            f"state before every task, or put the state back in the task (for example with "
+            f"a context manager)."
+        )
 
 
 # -- restore ---------------------------------------------------------------------------------

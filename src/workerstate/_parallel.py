@@ -12,7 +12,7 @@ import joblib
 
 from . import _joblib
 from ._backend import rebind
-from ._roundtrip import reissue_from, unwrap, unwrapping
+from ._roundtrip import reissue_from, unwrap_all, unwrapping
 from ._snapshot import Snapshot
 from ._task import BINDING, capture_for
 
@@ -105,7 +105,7 @@ class Parallel(joblib.Parallel):  # type: ignore[misc]
             raise
         if self.return_generator:
             return _explaining(unwrapping(output), bound)
-        return [unwrap(result) for result in output]
+        return unwrap_all(output)
 
     def _needs_pickling(self) -> bool:
         return _joblib.runs_in_workers(self)

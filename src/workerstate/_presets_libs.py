@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = [
+    "raw_sklearn_config",
     "read_numpy_errstate",
     "read_numpy_printoptions",
     "read_pandas_options",
@@ -92,6 +93,12 @@ def _sklearn_defaults() -> State:
 
     # scikit-learn keeps its config per thread; a new thread starts from the defaults.
     return _read_on_new_thread("sklearn", sklearn.get_config)
+
+
+def raw_sklearn_config() -> State | None:
+    """``sklearn.get_config()`` (a new dict each time), or None when it is not imported."""
+    sklearn = sys.modules.get("sklearn")
+    return None if sklearn is None else sklearn.get_config()
 
 
 def read_sklearn_config() -> State:

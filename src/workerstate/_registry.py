@@ -99,6 +99,8 @@ class CallbackRegistry:
         self._kind, self._api, self._expects = kind, api, expects
         self._lock = threading.Lock()
         self._items: tuple[tuple[str, Callback], ...] = ()
+        # Names registered with check="batch": read once per batch in a worker.
+        self._per_batch: frozenset[str] = frozenset()
 
     def _refuse_if_busy(self, action: str) -> None:
         if BUSY.depth:
@@ -108,8 +110,12 @@ class CallbackRegistry:
                 f"unchanged. Register it before the Parallel call instead."
             )
 
-    def register(self, callback: Callback, name: str | None = None) -> str:
-        """Add ``callback`` under ``name`` (default: ``module.qualname``) and return the name."""
+    def register(self, callback: Callback, name: str | None = None, check: str = "task") -> str:
+        """Add ``callback`` under ``name`` (default: ``module.qualname``) and return the name.
+
+        ``check`` is ``"task"`` or ``"batch"``: how often a worker reads the state between
+        tasks (see :func:`workerstate.parallel.register_global_parallel_callback`).
+        """
         self._refuse_if_busy("register")
         if not callable(callback):
             raise TypeError(
@@ -125,6 +131,12 @@ class CallbackRegistry:
             )
         elif not name:
             raise ValueError("The registration name must not be empty.")
+        if check not in ("task", "batch"):
+            raise ValueError(
+                f"check= of {name or default_name(callback)!r} must be 'task' (read the state "
+                f"before every task) or 'batch' (once per batch, for state that tasks leave as "
+                f"they found it); got {check!r}. Nothing was registered."
+            )
         with self._lock:
             if chosen:
                 name = self._free_default(name, callback)
@@ -134,6 +146,8 @@ class CallbackRegistry:
                     f"with remove_{self._api}({name!r}) or pass another name=."
                 )
             self._items = (*self._items, (name, callback))
+            if check == "batch":
+                self._per_batch = self._per_batch | {name}
         return name
 
     def _free_default(self, name: str, callback: Callback) -> str:
@@ -158,6 +172,11 @@ class CallbackRegistry:
                     f"No {self._kind} is registered under {name!r}; registered now: {known}."
                 )
             self._items = items
+            self._per_batch = self._per_batch - {name}
+
+    def per_batch(self) -> frozenset[str]:
+        """The names registered with ``check="batch"``."""
+        return self._per_batch
 
     def items(self) -> tuple[tuple[str, Callback], ...]:
         """The registered ``(name, callback)`` pairs, in registration order."""
@@ -178,12 +197,12 @@ class CallbackRegistry:
     def preserved(self) -> Iterator[CallbackRegistry]:
         """Restore the registrations present on entry when the block ends (for tests)."""
         with self._lock:
-            saved = self._items
+            saved, saved_per_batch = self._items, self._per_batch
         try:
             yield self
         finally:
             with self._lock:
-                self._items = saved
+                self._items, self._per_batch = saved, saved_per_batch
 
 
 default_registry = CallbackRegistry()

@@ -37,6 +37,7 @@ __all__ = [
     "carries_gathered",
     "reissue_from",
     "unwrap",
+    "unwrap_all",
     "unwrapping",
     "unwrapping_batch",
 ]
@@ -226,7 +227,7 @@ class _SkipGathered(logging.Filter):
 class Gathering:
     """The callable a worker runs for a task of a collecting call (or with side channels)."""
 
-    __slots__ = ("_gatherer", "func", "snapshot")
+    __slots__ = ("_gatherer", "_outer", "func", "snapshot")
 
     def __init__(self, func: Callable[..., Any], snapshot: Any) -> None:
         self.func = func
@@ -234,6 +235,42 @@ class Gathering:
         # None until the first task: then a gatherer when this is another process than the
         # parent's and the parent merges, else False. One per batch, reused by its tasks.
         self._gatherer: _Gatherer | bool | None = None
+        self._outer: _Gatherer | None = None
+
+    # -- a whole batch on one thread ---------------------------------------------------------
+    def begin_batch(self) -> _Gatherer | None:
+        """Gather on this thread for every task of a batch, until :meth:`end_batch`.
+
+        For a batch that a worker runs on its main thread, one task after the other: the
+        caller then runs ``func`` itself, passes its exception to :meth:`attach` and its
+        result to :meth:`envelope` when the gatherer or the notes hold anything, which
+        spares each task the set-up. None when each task must gather for itself (side
+        channels) or nothing is gathered here; the caller then calls this object per task.
+        """
+        if self.snapshot.side:
+            return None
+        gatherer = self._gatherer
+        if gatherer is None:
+            gatherer = self._setup()
+        if gatherer is False:
+            return None
+        self._outer = _CURRENT.gathering
+        _CURRENT.gathering = gatherer  # type: ignore[assignment]
+        return gatherer  # type: ignore[return-value]
+
+    def end_batch(self) -> None:
+        """Stop gathering for the batch that :meth:`begin_batch` started."""
+        _CURRENT.gathering, self._outer = self._outer, None
+
+    def attach(self, exc: BaseException) -> None:
+        """Put what the failing task emitted on its exception."""
+        _attach(exc, self._gatherer if isinstance(self._gatherer, _Gatherer) else None)
+
+    def envelope(self, result: Any) -> Any:
+        """``result`` with what the task emitted and the pending notes."""
+        notes = self._take_notes()
+        gathered_warnings, records = self._gatherer.take()  # type: ignore[union-attr]
+        return Envelope(result, gathered_warnings, records, [], notes)
 
     def _setup(self) -> _Gatherer | bool:
         snapshot = self.snapshot
@@ -394,8 +431,14 @@ def unwrapping_batch(results: Any) -> Any:
     warnings) and turn a parent's ``error`` filter into a failure of the wrong task. joblib
     iterates the batch on the thread that consumes the call's results, where this unwraps.
     """
-    if type(results) is list:
-        for result in results:
-            if type(result) is Envelope:
-                return _UnwrappingBatch(results)
+    # The types looked at in C: this runs for every task of every call.
+    if type(results) is list and Envelope in set(map(type, results)):
+        return _UnwrappingBatch(results)
+    return results
+
+
+def unwrap_all(results: list[Any]) -> list[Any]:
+    """:func:`unwrap` of each of ``results``: the list itself when nothing came back."""
+    if Envelope in set(map(type, results)):
+        return [unwrap(result) for result in results]
     return results

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from . import _install, _transport, _warnings
 from ._errors import StateTransportError
-from ._install import Undo, Watched
+from ._install import Undo, Watching
 from ._roundtrip import Note
 from ._transport import Payload, PayloadRef
 
@@ -45,6 +45,7 @@ class _Flags(NamedTuple):
     local_workers: bool
     collect: bool
     pid: int
+    per_batch: frozenset[str]
 
 
 class _Loaded(NamedTuple):
@@ -79,6 +80,7 @@ class Snapshot:
         "filters",
         "local_workers",
         "notes",
+        "per_batch",
         "pid",
         "remote",
         "side",
@@ -98,8 +100,11 @@ class Snapshot:
         collect: bool = False,
         pid: int | None = None,
         remote: Any = None,
+        per_batch: frozenset[str] = frozenset(),
     ) -> None:
         self.entries = entries
+        # Names of the entries registered with check="batch" (read once per batch).
+        self.per_batch = per_batch
         # A dask distributed client when the workers are a dask cluster's: large payloads are
         # published on its scheduler once, instead of travelling in every batch.
         self.remote = remote
@@ -184,7 +189,7 @@ class Snapshot:
         restores = tuple(
             (entry.name, _transport.for_pickler(entry.restore, stdlib)) for entry in self.side
         )
-        flags = _Flags(self.local_workers, self.collect, self.pid)
+        flags = _Flags(self.local_workers, self.collect, self.pid, self.per_batch)
         return _load_snapshot, (self.token, self.payload_ref(), functions, restores, flags)
 
     # -- the worker side ---------------------------------------------------------------------
@@ -207,13 +212,13 @@ class Snapshot:
             self._pending = None
         return _install.install(self)
 
-    def watch(self, undo: Undo) -> tuple[Watched, ...]:
+    def watch(self, undo: Undo) -> Watching:
         """What :meth:`refresh` checks between the tasks under one :meth:`enter`."""
         return _install.watch(self, undo)
 
-    def refresh(self, undo: Undo, watched: tuple[Watched, ...]) -> None:
+    def refresh(self, undo: Undo, watching: Watching) -> None:
         """Between two tasks under one :meth:`enter`: put back what the last task changed."""
-        _install.refresh(self, undo, watched)
+        _install.refresh(watching)
 
     def exit(self, undo: Undo) -> None:
         """Restore the state that :meth:`enter` found."""
@@ -228,8 +233,16 @@ def _load_snapshot(
     flags: _Flags,
 ) -> Snapshot:
     """Unpickling side of :meth:`Snapshot.__reduce__`; the values are cached per process."""
-    local_workers, collect, pid = flags
-    snapshot = Snapshot((), (), token=token, local_workers=local_workers, collect=collect, pid=pid)
+    local_workers, collect, pid, per_batch = flags
+    snapshot = Snapshot(
+        (),
+        (),
+        token=token,
+        local_workers=local_workers,
+        collect=collect,
+        pid=pid,
+        per_batch=per_batch,
+    )
     cached = _transport.cached_payload(token)
     if cached is None and ref.kind == "file":
         # A removed file is reported by the first task that needs it, naming the callbacks.

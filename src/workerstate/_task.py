@@ -9,23 +9,27 @@ id; tasks made later on the dispatch threads find the same object on their stack
 
 from __future__ import annotations
 
+import operator
 import threading
 import warnings
 import weakref
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 import joblib
 
-from . import _joblib
+from . import _install, _joblib
 from ._capture import capture
-from ._install import Undo, Watched
+from ._install import Watching, refresh
 from ._roundtrip import Gathering
 from ._snapshot import Snapshot
+from ._warnings import filters_equal
 
 __all__ = ["BINDING", "DelayedFunction", "StatefulCall", "bind", "delayed", "snapshot_for_new_task"]
 
 _getframe = _joblib.caller_frame
+_first = operator.itemgetter(0)
 
 
 class StatefulCall:
@@ -41,15 +45,26 @@ class StatefulCall:
     (threads, dask, ray, the parent) each task installs and restores the state itself.
     """
 
-    __slots__ = ("__weakref__", "_left", "_undo", "_watch", "batch", "func", "snapshot", "target")
+    __slots__ = (
+        "__weakref__",
+        "_gatherer",
+        "_left",
+        "_watching",
+        "batch",
+        "func",
+        "snapshot",
+        "target",
+    )
 
     def __init__(self, func: Callable[..., Any], snapshot: Snapshot, batch: bool = False) -> None:
         self.func = func
         self.snapshot = snapshot
         self.batch = batch
-        self._undo: Undo | None = None
-        self._watch: tuple[Watched, ...] = ()
+        # In per-batch mode, while a batch runs: what was installed and what to check.
+        self._watching: Watching | None = None
         self._left = 0  # tasks of the batch still to run, in per-batch mode
+        # In per-batch mode: what the batch's tasks emit is gathered here (see Gathering).
+        self._gatherer: Any = None
         # What runs under the installed state: the function itself, or the function with
         # the round trip around it (side channels; gathering for workerstate's Parallel).
         self.target: Callable[..., Any] = (
@@ -59,10 +74,9 @@ class StatefulCall:
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        snapshot = self.snapshot
         if self.batch:
-            undo = self._undo
-            if undo is None:
+            watching = self._watching
+            if watching is None:
                 left = (
                     self._tasks_in_batch()
                     if threading.current_thread() is threading.main_thread()
@@ -74,18 +88,32 @@ class StatefulCall:
                     # install and restore around each task instead.
                     self.batch = False
                     return self(*args, **kwargs)
-                undo = self._undo = snapshot.enter()
-                self._watch = snapshot.watch(undo)
+                snapshot = self.snapshot
+                watching = self._watching = snapshot.watch(snapshot.enter())
                 self._left = left
+                target = self.target
+                if type(target) is Gathering:
+                    self._gatherer = target.begin_batch()
             else:
-                try:
-                    snapshot.refresh(undo, self._watch)
-                except BaseException:
-                    self._release()
-                    raise
+                # Inlined: this runs before every task but the first of every batch.
+                live = watching.live
+                if watching.checks or (live is not None and not filters_equal(live)):
+                    try:
+                        refresh(watching)
+                    except BaseException:
+                        self._release()
+                        raise
+            gatherer = self._gatherer
             try:
-                result = self.target(*args, **kwargs)
-            except BaseException:
+                if gatherer is None:
+                    result = self.target(*args, **kwargs)
+                else:
+                    result = self.func(*args, **kwargs)
+                    if gatherer.warnings or gatherer.records or self.snapshot.notes:
+                        result = self.target.envelope(result)  # type: ignore[attr-defined]
+            except BaseException as exc:
+                if gatherer is not None:
+                    self.target.attach(exc)  # type: ignore[attr-defined]
                 # joblib stops the batch at the first error: restore now.
                 self._release()
                 raise
@@ -93,8 +121,9 @@ class StatefulCall:
             if self._left <= 0:
                 # The batch's last task: restore here, where a failing restore is reported
                 # as this task's error, rather than when the batch is dropped.
-                self._release()
+                self._release(verify=True)
             return result
+        snapshot = self.snapshot
         undo = snapshot.enter()
         try:
             return self.target(*args, **kwargs)
@@ -109,21 +138,32 @@ class StatefulCall:
         batch, on the batch's item list.
         """
         items = _joblib.batch_items(_getframe(2))
-        if items is not None and all(
-            type(item) is tuple and len(item) == 3 and item[0] is self for item in items
-        ):
-            return len(items)
-        return 0
+        if items is None:
+            return 0
+        try:
+            functions = list(map(_first, items))
+        except Exception:  # not a task: joblib reports it
+            return 0
+        # Identity in C: this runs over every task of every batch.
+        return len(items) if all(map(operator.is_, functions, repeat(self))) else 0
 
-    def _release(self) -> None:
-        undo, self._undo = self._undo, None
-        if undo is not None:
-            self.snapshot.exit(undo)
+    def _release(self, verify: bool = False) -> None:
+        watching, self._watching = self._watching, None
+        if watching is None:
+            return
+        if self._gatherer is not None:
+            self._gatherer = None
+            self.target.end_batch()  # type: ignore[attr-defined]
+        try:
+            if verify and watching.batch:
+                _install.verify(watching)  # check="batch" callbacks: once, at the end
+        finally:
+            self.snapshot.exit(watching.undo)
 
     def __del__(self) -> None:
         # A safety net: a batch that did not run to its end (the worker was interrupted) is
         # restored when the worker drops it, before it takes the next one.
-        if self._undo is not None:
+        if self._watching is not None:
             self._release()
 
     def __reduce__(self) -> tuple[Any, ...]:

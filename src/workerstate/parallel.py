@@ -37,6 +37,7 @@ from ._enable import disable, enable, enabled, is_enabled
 from ._errors import (
     CallbackError,
     SetterError,
+    StateChangedError,
     StatePicklingError,
     StateRestoreWarning,
     StateTransportError,
@@ -54,6 +55,7 @@ __all__ = [
     "CallbackError",
     "Parallel",
     "SetterError",
+    "StateChangedError",
     "StatePicklingError",
     "StateRestoreWarning",
     "StateTransportError",
@@ -81,7 +83,9 @@ __all__ = [
 register_backend()
 
 
-def register_global_parallel_callback(callback: Callback, name: str | None = None) -> str:
+def register_global_parallel_callback(
+    callback: Callback, name: str | None = None, *, check: str = "task"
+) -> str:
     """Register ``callback`` so its state reaches every worker of later ``Parallel`` calls.
 
     Parameters
@@ -93,6 +97,16 @@ def register_global_parallel_callback(callback: Callback, name: str | None = Non
         The registration name. Defaults to the callback's ``module.qualname``, with a
         suffix (``-2``, ``-3``, ...) when another callback object already holds that name,
         as two closures made by one factory do.
+    check : {"task", "batch"}, default "task"
+        When a worker reads the state again to find what a task changed. ``"task"`` reads
+        it before every task of a batch but the first, and sets it again if the task before
+        left it changed, so no task sees what another one did. ``"batch"`` is for state that
+        the tasks leave as they found it (or put back themselves, as ``with
+        sklearn.config_context(...)`` does): it is read once, after the last task of each
+        batch, which saves one call of the callback per task; a batch whose tasks left it
+        changed fails with :class:`StateChangedError`, since the tasks after the change may
+        have seen it. A task that changes it and a later task of the same batch that sets it
+        back to exactly the parent's value are not detected.
 
     Returns
     -------
@@ -104,7 +118,8 @@ def register_global_parallel_callback(callback: Callback, name: str | None = Non
     TypeError
         If ``callback`` is not callable or ``name`` is not a string.
     ValueError
-        If a callback is already registered under ``name``.
+        If a callback is already registered under ``name``, or ``check`` is neither
+        ``"task"`` nor ``"batch"``.
 
     Notes
     -----
@@ -140,7 +155,7 @@ def register_global_parallel_callback(callback: Callback, name: str | None = Non
     'myapp-level'
     >>> parallel.remove_global_parallel_callback("myapp-level")
     """
-    return default_registry.register(callback, name)
+    return default_registry.register(callback, name, check=check)
 
 
 def remove_global_parallel_callback(name: str) -> None:
@@ -163,8 +178,12 @@ def remove_global_parallel_callback(name: str) -> None:
 
 
 @contextmanager
-def global_parallel_callback(callback: Callback, name: str | None = None) -> Iterator[str]:
+def global_parallel_callback(
+    callback: Callback, name: str | None = None, *, check: str = "task"
+) -> Iterator[str]:
     """Register ``callback`` for the duration of a ``with`` block; yields the name.
+
+    ``name`` and ``check`` are those of :func:`register_global_parallel_callback`.
 
     Examples
     --------
@@ -177,7 +196,7 @@ def global_parallel_callback(callback: Callback, name: str | None = None) -> Ite
     >>> parallel.registered_callbacks()
     ()
     """
-    registered = default_registry.register(callback, name)
+    registered = default_registry.register(callback, name, check=check)
     try:
         yield registered
     finally:

@@ -91,6 +91,10 @@ def sklearn_config() -> tuple[Settings, Callable[[Settings], None]]:
     return _libs.read_sklearn_config(), _libs.set_sklearn_config
 
 
+# Between tasks, workers compare this raw reading (a copy) instead of deriving the value.
+sklearn_config._workerstate_raw = _libs.raw_sklearn_config  # type: ignore[attr-defined]
+
+
 def pandas_options() -> tuple[Settings, Callable[[Settings], None]]:
     """The pandas options that differ from their defaults, e.g. ``display.max_rows``.
 
@@ -479,7 +483,7 @@ def runtime_patch(target: str) -> Callback:
     return _std.make_callback(f"runtime_patch[{module_name}:{attr}]", read, setter)
 
 
-def register(*callbacks: Callback) -> tuple[str, ...]:
+def register(*callbacks: Callback, check: str = "task") -> tuple[str, ...]:
     """Register several callbacks under their default names; return the names.
 
     All or nothing: if one cannot be registered (e.g. its name is taken), the ones
@@ -489,6 +493,9 @@ def register(*callbacks: Callback) -> tuple[str, ...]:
     ----------
     *callbacks : callable
         Presets, or any parallel callbacks.
+    check : {"task", "batch"}, default "task"
+        For all of them, as in
+        :func:`workerstate.parallel.register_global_parallel_callback`.
 
     Returns
     -------
@@ -510,7 +517,7 @@ def register(*callbacks: Callback) -> tuple[str, ...]:
     names: list[str] = []
     try:
         for callback in callbacks:
-            names.append(register_global_parallel_callback(callback))
+            names.append(register_global_parallel_callback(callback, check=check))
     except BaseException:
         for name in reversed(names):
             with contextlib.suppress(KeyError):
@@ -520,13 +527,15 @@ def register(*callbacks: Callback) -> tuple[str, ...]:
 
 
 @contextlib.contextmanager
-def registered(*callbacks: Callback) -> Iterator[tuple[str, ...]]:
+def registered(*callbacks: Callback, check: str = "task") -> Iterator[tuple[str, ...]]:
     """Register callbacks for the duration of a ``with`` block; yields their names.
 
     Parameters
     ----------
     *callbacks : callable
         Presets, or any parallel callbacks, registered as by :func:`register`.
+    check : {"task", "batch"}, default "task"
+        As for :func:`register`.
 
     Yields
     ------
@@ -544,7 +553,7 @@ def registered(*callbacks: Callback) -> Iterator[tuple[str, ...]]:
     """
     from .parallel import remove_global_parallel_callback
 
-    names = register(*callbacks)
+    names = register(*callbacks, check=check)
     try:
         yield names
     finally:
