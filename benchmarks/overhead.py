@@ -11,10 +11,12 @@ them with the default ``check="task"``, which reads every callback before every 
 batch, and show what that costs.
 
 How a run is timed: the CPU time is the parent's (all its threads) plus that of every process
-below it (the loky workers and loky's resource tracker), read as utime + stime from
-``/proc/PID/stat`` just before and just after the call; the wall time is ``perf_counter``
-around the same call. Contenders take turns: round r runs every contender once, in an order
-rotated by one each round, and the table shows the median over the rounds. Garbage is never
+below it (the loky workers and loky's resource tracker), read from each process's CPU-time
+clock (in ns, threads that ended included) just before and just after the call; the wall time
+is ``perf_counter`` around the same call. Contenders take turns: round r runs every contender
+once, in an order rotated by one each round. The table shows the median time per task over
+the rounds, and as the ratio the median of each round's ratio to that round's plain joblib
+run, so that a drift of the machine between rounds does not enter the ratio. Garbage is never
 collected between runs: a contender pays for the collections its own garbage causes, as a
 program does.
 
@@ -29,6 +31,7 @@ process of the cluster and the client writes to its TCP comms during the call.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -37,7 +40,6 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +64,6 @@ except ImportError:  # tpcp is optional: pip install -e ".[bench]"
     tpcp_parallel = None
 
 N_JOBS = 2
-TICKS = os.sysconf("SC_CLK_TCK")
 SKLEARN, CUSTOM, WARNINGS, SLOTS = 1, 2, 4, 8
 N_SLOTS = 18  # with scikit-learn's config and the custom value: 20 callbacks
 
@@ -101,27 +102,26 @@ class Cell:
     lost_workers: int = 0
 
 
-# -- CPU time from /proc -----------------------------------------------------------------------
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, utime + stime in clock ticks) of a process, None once it is gone."""
+# -- CPU time -----------------------------------------------------------------------
+def _parent(pid: int) -> int | None:
+    """The parent pid of a process, None once it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as file:
             data = file.read()
     except OSError:
         return None
     # The command name is in parentheses and may hold spaces: fields count from after it.
-    fields = data[data.rindex(b")") + 2 :].split()
-    return int(fields[1]), int(fields[11]) + int(fields[12])
+    return int(data[data.rindex(b")") + 2 :].split()[1])
 
 
 def _descendants() -> list[int]:
-    """Every process below this one, found through the parent pid in ``/proc/*/stat``."""
+    """Every process below this one, found through the parent pids in ``/proc/*/stat``."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            stat = _stat(int(entry))
-            if stat is not None:
-                children.setdefault(stat[0], []).append(int(entry))
+            parent = _parent(int(entry))
+            if parent is not None:
+                children.setdefault(parent, []).append(int(entry))
     found, todo = [], [os.getpid()]
     while todo:
         below = children.get(todo.pop(), [])
@@ -130,29 +130,36 @@ def _descendants() -> list[int]:
     return found
 
 
-def _cpu_ticks(pids: list[int]) -> dict[int, int]:
-    ticks = {}
+def _cpu_ns(pids: list[int]) -> dict[int, int]:
+    """CPU time in ns of each process still alive: its CPU-time clock, all threads, dead ones too."""
+    times = {}
     for pid in pids:
-        stat = _stat(pid)
-        if stat is not None:
-            ticks[pid] = stat[1]
-    return ticks
+        with contextlib.suppress(OSError):  # gone
+            times[pid] = time.clock_gettime_ns(_process_clock(pid))
+    return times
+
+
+def _process_clock(pid: int) -> int:
+    # The id of another process's CPU-time clock, as glibc's clock_getcpuclockid makes it:
+    # ~pid << 3 | CPUCLOCK_SCHED. It counts in ns, where /proc/PID/stat counts in ticks of
+    # 10 ms, which a call of a second splits into a hundred.
+    return (~pid << 3) | 2
 
 
 def _timed(run: Callable[[], list[int]]) -> tuple[float, float, int, list[int]]:
     """(CPU seconds of this process and the processes below it, wall seconds, workers lost
     during the call, the call's result)."""
-    before = _cpu_ticks(_descendants())
-    own = _cpu_ticks([os.getpid()])[os.getpid()]
+    before = _cpu_ns(_descendants())
+    own = time.process_time_ns()
     start = time.perf_counter()
     out = run()
     wall = time.perf_counter() - start
-    own = _cpu_ticks([os.getpid()])[os.getpid()] - own
-    after = _cpu_ticks(_descendants())
+    own = time.process_time_ns() - own
+    after = _cpu_ns(_descendants())
     # A process started during the call counts from zero; one that ended is lost.
-    workers = sum(ticks - before.get(pid, 0) for pid, ticks in after.items())
+    workers = sum(ns - before.get(pid, 0) for pid, ns in after.items())
     lost = len(set(before) - set(after))
-    return (own + workers) / TICKS, wall, lost, out
+    return (own + workers) / 1e9, wall, lost, out
 
 
 # -- contenders -----------------------------------------------------------------------------------
@@ -210,7 +217,7 @@ def _contenders(slots: bool) -> list[Contender]:
     return found
 
 
-@contextmanager
+@contextlib.contextmanager
 def _registered(slots: bool, check: str = "batch") -> Iterator[None]:
     """scikit-learn's config and the custom value, plus the slots, in workerstate and tpcp."""
     callbacks: list[tuple[Any, str]] = [
@@ -281,15 +288,16 @@ def _verdict(ratio: float, target: float | None) -> str:
 
 def _print_loky(row: Row, contenders: list[Contender], cells: dict[str, Cell], rounds: int) -> None:
     floor = cells[contenders[0].name]
-    floor_cpu, floor_wall = statistics.median(floor.cpu), statistics.median(floor.wall)
-    print(f"\n{row.title} (median of {rounds} rounds; CPU = parent + loky workers)")
     print(
-        f"{'contender':40} {'CPU us/task':>11} {'ratio':>6} {'target':14} "
-        f"{'wall us/task':>12} {'ratio':>6} {'target':14} state"
+        f"\n{row.title} (median of {rounds} rounds; CPU = parent + loky workers; ratio = median "
+        "of the rounds' ratios to plain joblib, [lowest-highest])"
+    )
+    print(
+        f"{'contender':40} {'CPU us/task':>11} {'ratio':>6} {'spread':11} {'target':14} "
+        f"{'wall us/task':>12} {'ratio':>6} {'spread':11} {'target':14} state"
     )
     for contender in contenders:
         cell = cells[contender.name]
-        cpu, wall = statistics.median(cell.cpu), statistics.median(cell.wall)
         target = row.targets.get(contender.kind)
         if not contender.promised:
             state = "nothing promised" if cell.wrong == 0 else f"{cell.wrong} tasks lost"
@@ -297,11 +305,17 @@ def _print_loky(row: Row, contenders: list[Contender], cells: dict[str, Cell], r
             state = "state ok" if cell.wrong == 0 else f"WRONG STATE in {cell.wrong:,} tasks"
         if cell.lost_workers:
             state += f", {cell.lost_workers} workers replaced"
-        print(
-            f"{contender.name:40} {cpu / row.n_tasks * 1e6:11.2f} {cpu / floor_cpu:5.2f}x "
-            f"{_verdict(cpu / floor_cpu, target):14} {wall / row.n_tasks * 1e6:12.2f} "
-            f"{wall / floor_wall:5.2f}x {_verdict(wall / floor_wall, target):14} {state}"
-        )
+        columns = []
+        for mine, base in ((cell.cpu, floor.cpu), (cell.wall, floor.wall)):
+            # Round r's run against round r's plain joblib run.
+            ratios = [a / b for a, b in zip(mine, base, strict=True)]
+            ratio = statistics.median(ratios)
+            columns.append(
+                f"{statistics.median(mine) / row.n_tasks * 1e6:{11 if not columns else 12}.2f} "
+                f"{ratio:5.2f}x {f'[{min(ratios):.2f}-{max(ratios):.2f}]':11} "
+                f"{_verdict(ratio, target):14}"
+            )
+        print(f"{contender.name:40} {columns[0]} {columns[1]} {state}")
 
 
 # -- dask row -------------------------------------------------------------------------------------
@@ -412,8 +426,8 @@ def _rows(scale: int) -> list[Row]:
             targets,
         ),
         # 100,000 tasks, as in the other rows: a call of 20,000 trivial tasks lasts about
-        # 8 ticks of the CPU clock, and joblib's automatic batching is still growing its
-        # batches when it ends, so its time moves by a third from one call to the next.
+        # 0.1 s, and joblib's automatic batching is still growing its batches when it ends,
+        # so its time moves by a third from one call to the next.
         Row(
             "1mb",
             f"{trivial:,} trivial tasks, 2 callbacks, check='batch', a 1 MB value",
@@ -484,7 +498,7 @@ def main() -> None:
         f"joblib {joblib.__version__}, workerstate {workerstate.__version__}, "
         f"scikit-learn {sklearn.__version__}, "
         f"tpcp {'not installed' if tpcp_parallel is None else _version('tpcp')}; "
-        f"n_jobs={N_JOBS}, loky; CPU from /proc/PID/stat in ticks of {1 / TICKS * 1e3:g} ms"
+        f"n_jobs={N_JOBS}, loky; CPU from each process's CPU-time clock, in ns"
     )
     print(
         "targets: ratio to plain joblib, CPU and wall; joblib.delayed after enable() is held to "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import operator
 import threading
+import weakref
 from itertools import repeat
 from typing import Any
 
@@ -118,6 +119,8 @@ class WorkerStateBackend:
         object.__setattr__(self, "_inner", inner)
         object.__setattr__(self, "_snapshot", None)
         object.__setattr__(self, "_parallel", None)
+        # The records of the calls that this backend captured for and that have not ended.
+        object.__setattr__(self, "_records", weakref.WeakSet())
         # Exceptions of failed batches, with what their tasks emitted before raising; joblib
         # retrieves them on its callback threads, they are re-issued on the calling thread.
         object.__setattr__(self, "_failed", [])
@@ -166,6 +169,7 @@ class WorkerStateBackend:
         try:
             self._reissue_failed()
         finally:
+            self._release_finished()
             stop = getattr(self._inner, "stop_call", None)
             if stop is not None:
                 stop()
@@ -177,7 +181,26 @@ class WorkerStateBackend:
         if parallel is not None:
             # One backend object can serve several Parallel objects (parallel_config makes
             # one); the snapshot is kept per Parallel and found again from the batch callback.
-            _joblib.record_of(parallel).backend_snapshot = snapshot
+            record = _joblib.record_of(parallel)
+            record.backend_snapshot = snapshot
+            self._records.add(record)
+
+    def _release_finished(self) -> None:
+        """Drop the snapshots of the calls that have ended.
+
+        joblib's Parallel and its backend refer to each other, so they are freed by the cyclic
+        garbage collector, some time later: a call's snapshot (its values, its payload) must
+        not wait with them. joblib does not say which call a ``stop_call`` ends, and calls of
+        several Parallel objects can share this backend: only those that have finished lose
+        their snapshot.
+        """
+        for record in list(self._records):
+            parallel = None if record.owner is None else record.owner()
+            if parallel is None or _joblib.has_finished(parallel):
+                if record.backend_snapshot is self._snapshot:
+                    object.__setattr__(self, "_snapshot", None)
+                record.backend_snapshot = None
+                self._records.discard(record)
 
     # -- bind every batch -----------------------------------------------------------------------
     def _bind_batch(self, batch: Any, callback: Any) -> None:

@@ -19,7 +19,9 @@ frame ``f_locals["self"]``                  a task being made belongs to        
 ``Parallel._call_id``                       :func:`call_id`: tell a call from the  the iterator the call pulls from
                                             next one on the same object
 ``Parallel._original_iterator``,            :func:`pulls_generator`: a task made   False: the frame lookup above
-``Parallel._running``                       by the running call's generator
+``Parallel._running``                       by the running call's generator;
+                                            :func:`has_finished`: a call ended;    False: kept until the object is freed
+                                            :func:`call_iterator`                  None: kept until the object is freed
 ``BatchedCalls.__call__`` (code), frame     :func:`batch_items`: the tasks of      None: install and restore around each
 ``f_locals["self"].items``                  the batch a worker runs                task
 ``Parallel._backend``                       :func:`backend_of`                     None: capture for an unknown backend
@@ -63,10 +65,12 @@ __all__ = [
     "backend_of",
     "batch_items",
     "call_id",
+    "call_iterator",
     "call_making_task",
     "caller_frame",
     "caller_module_in",
     "default_backend_name",
+    "has_finished",
     "known_backends",
     "live_records",
     "loky_pickler",
@@ -220,6 +224,11 @@ _CALLBACK_PARALLEL = "parallel"
 _BATCH_ITEMS = "items"
 
 
+def call_iterator(parallel: Any) -> Any:
+    """The iterator that the running call on ``parallel`` pulls its later tasks from, if any."""
+    return parallel.__dict__.get(_ITERATOR)
+
+
 def call_id(parallel: Any) -> Any:
     """What tells one call on ``parallel`` from the next.
 
@@ -230,6 +239,14 @@ def call_id(parallel: Any) -> Any:
     if _CALL_ID in state:
         return state[_CALL_ID]
     return state.get(_ITERATOR)
+
+
+def has_finished(parallel: Any) -> bool:
+    """Whether ``parallel`` is known to run no call now: ``_running`` is exactly False.
+
+    joblib clears the flag before it calls the backend's ``stop_call``.
+    """
+    return parallel.__dict__.get(_RUNNING) is False
 
 
 def pulls_generator(parallel: Any, frame: Any) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import operator
 import threading
+import types
 import warnings
 import weakref
 from collections.abc import Callable
@@ -286,7 +287,28 @@ def _first_task_of_call(parallel: joblib.Parallel, frame: Any, call_id: Any) -> 
     if call_id is not None:
         record = _joblib.record_of(parallel)
         record.call_id, record.snapshot = call_id, snapshot
+        _forget_with_generator(record, _joblib.call_iterator(parallel), snapshot)
     return snapshot
+
+
+def _forget_with_generator(record: _joblib.CallRecord, iterator: Any, snapshot: Snapshot) -> None:
+    """Drop the record's snapshot when the generator that the call pulls from is freed.
+
+    joblib's Parallel and its backend refer to each other, so the Parallel is freed by the
+    cyclic garbage collector, some time after the call; the snapshot (its values, its
+    payload) need not wait with it. Only the call's generator makes tasks that look the
+    snapshot up, and joblib holds the generator while the call pulls from it. An iterator
+    that cannot be referenced weakly keeps the snapshot until the Parallel is freed.
+    """
+    if type(iterator) is not types.GeneratorType:
+        return
+    weakref.finalize(iterator, _forget, weakref.ref(record), snapshot)
+
+
+def _forget(record_ref: weakref.ReferenceType[_joblib.CallRecord], snapshot: Snapshot) -> None:
+    record = record_ref()
+    if record is not None and record.snapshot is snapshot:
+        record.snapshot = None
 
 
 class DelayedFunction:
