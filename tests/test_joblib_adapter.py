@@ -72,7 +72,7 @@ def _all_forms(backend: str, value: str, **kwargs: Any) -> None:
 
 @pytest.mark.parametrize(
     "internal",
-    ["_DISPATCH_CODE", "_START_CODE", "_SEQUENTIAL_CODE"],
+    ["_DISPATCH_CODE", "_START_CODE", "_SEQUENTIAL_CODE", "_DISPATCH_METHOD"],
 )
 @pytest.mark.parametrize("backend", ["loky", "threading"])
 def test_a_method_joblib_renamed(
@@ -135,6 +135,26 @@ def test_without_the_backend_registry(monkeypatch: pytest.MonkeyPatch, no_warnin
             )
     with pytest.raises(ValueError, match="'no-such-backend'"):
         parallel.WorkerStateBackend("no-such-backend")
+
+
+def test_without_the_task_list_of_batches(
+    monkeypatch: pytest.MonkeyPatch, no_warnings: Any
+) -> None:
+    """The backend and workerstate's Parallel refuse a call whose batches they cannot bind;
+    workerstate's delayed needs no batch in the parent."""
+    monkeypatch.setattr(_joblib, "_BATCH_ITEMS", "_renamed_by_a_joblib_release")
+    _registered_value("run-time")
+    with pytest.raises(RuntimeError, match="cannot read the tasks"):
+        parallel.Parallel(n_jobs=N_JOBS)(joblib.delayed(_state.report)(i) for i in range(N_TASKS))
+    with (
+        pytest.raises(RuntimeError, match="cannot read the tasks"),
+        joblib.parallel_config(backend="workerstate"),
+    ):
+        joblib.Parallel(n_jobs=N_JOBS)(joblib.delayed(_state.report)(i) for i in range(N_TASKS))
+    _check(
+        joblib.Parallel(n_jobs=N_JOBS)(parallel.delayed(_state.report)(i) for i in range(N_TASKS)),
+        "run-time",
+    )
 
 
 def _forget_batches() -> int:

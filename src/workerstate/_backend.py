@@ -15,12 +15,15 @@ import weakref
 from itertools import repeat
 from typing import Any
 
+import joblib
+
 from . import _joblib
+from ._batch import StatefulBatch
 from ._roundtrip import carries_gathered, reissue_from, unwrapping_batch
 from ._snapshot import Snapshot
 from ._task import StatefulCall, bind, capture_for
 
-__all__ = ["BACKEND_NAME", "WorkerStateBackend", "rebind", "register_backend"]
+__all__ = ["BACKEND_NAME", "WorkerStateBackend", "bind_batch", "rebind", "register_backend"]
 
 BACKEND_NAME = "workerstate"
 _first = operator.itemgetter(0)
@@ -40,6 +43,37 @@ def rebind(task: Any, snapshot: Snapshot) -> Any:
             return task
         func = func.func
     return bind(snapshot, func), task[1], task[2]
+
+
+def bind_batch(batch: Any, snapshot: Snapshot) -> Any:
+    """What to hand to a joblib backend for ``batch`` so that its tasks run under ``snapshot``.
+
+    For loky and multiprocessing workers, a batch of plain tasks goes as it is, beside the
+    snapshot (:class:`workerstate._batch.StatefulBatch`); otherwise each task is bound.
+    """
+    items = _joblib.batch_task_list(batch)
+    if items is None:
+        raise RuntimeError(
+            f"workerstate cannot read the tasks of joblib {joblib.__version__}'s batches "
+            f"({type(batch).__name__}), so it cannot give them the registered state. Use a "
+            "joblib version that workerstate supports, or workerstate.parallel.delayed for "
+            "the tasks with a plain joblib.Parallel."
+        )
+    if snapshot.local_workers and _plain(items):
+        # One batch at a time in each worker: sent as it is, beside the snapshot.
+        return StatefulBatch(batch, snapshot)
+    _joblib.set_batch_task_list(batch, _bound(items, snapshot))
+    return batch
+
+
+def _plain(items: list[Any]) -> bool:
+    """Whether every item is a task triple whose function workerstate did not wrap."""
+    return (
+        bool(items)
+        and set(map(type, items)) == {tuple}
+        and set(map(len, items)) == {3}
+        and StatefulCall not in set(map(type, map(_first, items)))
+    )
 
 
 def _bound(items: list[Any], snapshot: Snapshot) -> list[Any]:
@@ -203,26 +237,24 @@ class WorkerStateBackend:
                 self._records.discard(record)
 
     # -- bind every batch -----------------------------------------------------------------------
-    def _bind_batch(self, batch: Any, callback: Any) -> None:
+    def _bind_batch(self, batch: Any, callback: Any) -> Any:
+        """What to hand to the inner backend for ``batch``: its tasks bound to the state."""
         parallel = _joblib.parallel_of_callback(callback)
         record = None if parallel is None else _joblib.stored_record(parallel)
         snapshot = None if record is None else record.backend_snapshot
         if snapshot is None:
             snapshot = self._snapshot
-        items = getattr(batch, "items", None)
-        if snapshot is None or not isinstance(items, list):
-            return
-        batch.items = _bound(items, snapshot)
+        if snapshot is None:
+            return batch
+        return bind_batch(batch, snapshot)
 
     def submit(self, func: Any, callback: Any = None) -> Any:
         """Bind the batch to the call's state and submit it to the inner backend."""
-        self._bind_batch(func, callback)
-        return self._inner.submit(func, callback=callback)
+        return self._inner.submit(self._bind_batch(func, callback), callback=callback)
 
     def apply_async(self, func: Any, callback: Any = None) -> Any:
         """Bind the batch to the call's state and hand it to the inner backend (joblib < 1.5)."""
-        self._bind_batch(func, callback)
-        job = self._inner.apply_async(func, callback=callback)
+        job = self._inner.apply_async(self._bind_batch(func, callback), callback=callback)
         if getattr(self._inner, "supports_retrieve_callback", False):
             return job
         # Without callbacks joblib < 1.5 calls job.get() on the consuming thread.

@@ -17,13 +17,20 @@ frame ``f_locals["self"]``                  a task being made belongs to        
                                             ``n_jobs=1`` calls
 ``Parallel._start`` (code)                  :func:`on_calling_thread`              assume the calling thread (no warning)
 ``Parallel._call_id``                       :func:`call_id`: tell a call from the  the iterator the call pulls from
-                                            next one on the same object
+                                            next one on the same object;           (:func:`call_id`); each task bound
+                                            :func:`started_call_id`: the call      on its own (:func:`started_call_id`)
+                                            runs in batches
+``Parallel._dispatch`` (overridden)         :func:`dispatches_batches`: send a     each task bound on its own
+                                            batch beside its snapshot
 ``Parallel._original_iterator``,            :func:`pulls_generator`: a task made   False: the frame lookup above
 ``Parallel._running``                       by the running call's generator;
                                             :func:`has_finished`: a call ended;    False: kept until the object is freed
                                             :func:`call_iterator`                  None: kept until the object is freed
 ``BatchedCalls.__call__`` (code), frame     :func:`batch_items`: the tasks of      None: install and restore around each
 ``f_locals["self"].items``                  the batch a worker runs                task
+``BatchedCalls.items``                      :func:`batch_task_list`,               the workerstate backend raises an error
+                                            :func:`set_batch_task_list`: the       that names the joblib version
+                                            backend binds a batch's tasks
 ``Parallel._backend``                       :func:`backend_of`                     None: capture for an unknown backend
 ``BatchCompletionCallBack.parallel``        :func:`parallel_of_callback`           None: the backend's last capture
 ``parallel.BACKENDS``,                      :func:`backend_factory`,               joblib's own backend classes by name
@@ -64,12 +71,14 @@ __all__ = [
     "backend_name",
     "backend_of",
     "batch_items",
+    "batch_task_list",
     "call_id",
     "call_iterator",
     "call_making_task",
     "caller_frame",
     "caller_module_in",
     "default_backend_name",
+    "dispatches_batches",
     "has_finished",
     "known_backends",
     "live_records",
@@ -83,6 +92,8 @@ __all__ = [
     "reusable_executor",
     "running_call_snapshot",
     "runs_in_workers",
+    "set_batch_task_list",
+    "started_call_id",
     "stored_record",
     "unwrap_external_backends",
     "wrap_external_backends",
@@ -161,6 +172,7 @@ def _code_of(owner: Any, method: str) -> Any:
 _DISPATCH_CODE = _code_of(joblib.Parallel, "dispatch_one_batch")
 _START_CODE = _code_of(joblib.Parallel, "_start")
 _SEQUENTIAL_CODE = _code_of(joblib.Parallel, "_get_sequential_output")
+_DISPATCH_METHOD = getattr(joblib.Parallel, "_dispatch", None)
 _BATCH_CALL_CODE = _code_of(getattr(_joblib_parallel, "BatchedCalls", None), "__call__")
 _MAX_FRAMES = 8
 #: ``sys._getframe``: the frames the functions above are given start from a caller's.
@@ -224,6 +236,17 @@ _CALLBACK_PARALLEL = "parallel"
 _BATCH_ITEMS = "items"
 
 
+def started_call_id(parallel: Any) -> Any:
+    """joblib's ``_call_id`` of ``parallel``, or None. joblib gives a call a new one, before
+    it pulls a task, only when it runs the call in batches through ``Parallel._dispatch``."""
+    return parallel.__dict__.get(_CALL_ID)
+
+
+def dispatches_batches() -> bool:
+    """Whether ``joblib.Parallel`` has ``_dispatch``, which workerstate's overrides."""
+    return _DISPATCH_METHOD is not None
+
+
 def call_iterator(parallel: Any) -> Any:
     """The iterator that the running call on ``parallel`` pulls its later tasks from, if any."""
     return parallel.__dict__.get(_ITERATOR)
@@ -242,10 +265,8 @@ def call_id(parallel: Any) -> Any:
 
 
 def has_finished(parallel: Any) -> bool:
-    """Whether ``parallel`` is known to run no call now: ``_running`` is exactly False.
-
-    joblib clears the flag before it calls the backend's ``stop_call``.
-    """
+    """Whether ``parallel`` is known to run no call now: ``_running`` is exactly False
+    (joblib clears it before it calls the backend's ``stop_call``)."""
     return parallel.__dict__.get(_RUNNING) is False
 
 
@@ -287,6 +308,17 @@ def batch_items(frame: Any) -> list[Any] | None:
             return items if isinstance(items, list) else None
         frame = frame.f_back
     return None
+
+
+def batch_task_list(batch: Any) -> list[Any] | None:
+    """The list of ``(func, args, kwargs)`` tasks of a joblib batch, None if it has none."""
+    items = getattr(batch, _BATCH_ITEMS, None)
+    return items if isinstance(items, list) else None
+
+
+def set_batch_task_list(batch: Any, items: list[Any]) -> None:
+    """Make ``items`` the tasks that ``batch`` runs when it is called."""
+    setattr(batch, _BATCH_ITEMS, items)
 
 
 def backend_of(parallel: Any) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 import joblib
 
 from . import _joblib
-from ._backend import rebind
+from ._backend import bind_batch, rebind
 from ._roundtrip import reissue_from, unwrap_all, unwrapping
 from ._snapshot import Snapshot
 from ._task import BINDING, capture_for
@@ -24,29 +24,58 @@ _RECENT_TASKS = 64
 
 
 class _BoundTasks:
-    """The caller's tasks, each bound to the call's snapshot; keeps ``len()`` for joblib."""
+    """The caller's tasks, each bound to the call's snapshot; keeps ``len()`` for joblib.
 
-    __slots__ = ("_context", "_iterable", "_snapshot", "recent")
+    When joblib runs the call in batches for loky or multiprocessing workers, the tasks go
+    out as the caller made them and :meth:`Parallel._dispatch` sends each batch beside the
+    snapshot instead (``batched``); a call that joblib runs task after task on the calling
+    thread binds each task.
+    """
 
-    def __init__(self, iterable: Iterable[Any], snapshot: Snapshot) -> None:
+    __slots__ = (
+        "_context",
+        "_iterable",
+        "_parallel",
+        "_previous_id",
+        "batched",
+        "recent",
+        "snapshot",
+    )
+
+    def __init__(
+        self, iterable: Iterable[Any], snapshot: Snapshot, parallel: Parallel | None
+    ) -> None:
         self._iterable = iterable
-        self._snapshot = snapshot
+        self.snapshot = snapshot
         self.recent: deque[Any] = deque(maxlen=_RECENT_TASKS)
         # joblib pulls the later tasks on its own threads, in their contexts: the caller's
         # generator runs in (a copy of) the caller's context instead, on every thread, so a
         # ContextVar it reads has the caller's value. joblib pulls under its own lock, so
         # the context is never entered twice at once.
         self._context = contextvars.copy_context()
+        self._parallel = parallel
+        # joblib gives the call a new id before it pulls a task if, and only if, it runs
+        # the call in batches through _dispatch.
+        self._previous_id = _joblib.started_call_id(parallel)
+        self.batched = False
 
     def __len__(self) -> int:
         return len(self._iterable)  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[Any]:
-        snapshot = self._snapshot
+        snapshot = self.snapshot
         binding = BINDING
         recent = self.recent
         iterator = iter(self._iterable)
         run = self._context.run
+        current_id = _joblib.started_call_id(self._parallel)
+        self.batched = batched = (
+            snapshot.local_workers
+            and _joblib.dispatches_batches()
+            and current_id is not None
+            and current_id != self._previous_id
+        )
+        self._parallel = None  # not needed any more: no reference from here to joblib's cycle
         last_func: Any = None
         last_call: Any = None
         while True:
@@ -59,7 +88,7 @@ class _BoundTasks:
                 return
             finally:
                 binding.snapshot = outer
-            if type(task) is tuple and len(task) == 3:
+            if not batched and type(task) is tuple and len(task) == 3:
                 # One rebind() per run of tasks of the same function.
                 func = task[0]
                 if func is not last_func:
@@ -92,20 +121,33 @@ class Parallel(joblib.Parallel):  # type: ignore[misc]
     [0, 1, 4, 9]
     """
 
+    #: The running call's tasks, while joblib may dispatch batches of them.
+    _workerstate_tasks: _BoundTasks | None = None
+
     def __call__(self, iterable: Iterable[Any]) -> Any:
         backend = _joblib.backend_of(self)
         snapshot = capture_for(backend, collect=True, check=self._needs_pickling())
-        bound = _BoundTasks(iterable, snapshot)
+        bound = _BoundTasks(iterable, snapshot, self)
         tasks: Iterable[Any] = bound if hasattr(iterable, "__len__") else iter(bound)
+        self._workerstate_tasks = bound
         try:
             output = super().__call__(tasks)
         except BaseException as exc:
+            self._workerstate_tasks = None
             reissue_from(exc)
             _raise_explained(exc, bound)
             raise
         if self.return_generator:
-            return _explaining(unwrapping(output), bound)
+            return _explaining(unwrapping(output), bound, self)
+        self._workerstate_tasks = None
         return unwrap_all(output)
+
+    def _dispatch(self, batch: Any) -> Any:
+        # joblib hands every batch of a call it runs in batches to this method.
+        bound = self._workerstate_tasks
+        if bound is not None and bound.batched:
+            batch = bind_batch(batch, bound.snapshot)
+        return super()._dispatch(batch)
 
     def _needs_pickling(self) -> bool:
         return _joblib.runs_in_workers(self)
@@ -128,9 +170,12 @@ def _raise_explained(exc: BaseException, bound: _BoundTasks) -> None:
             raise explained from exc
 
 
-def _explaining(results: Iterator[Any], bound: _BoundTasks) -> Iterator[Any]:
+def _explaining(results: Iterator[Any], bound: _BoundTasks, parallel: Parallel) -> Iterator[Any]:
     try:
         yield from results
     except Exception as exc:
         _raise_explained(exc, bound)
         raise
+    finally:
+        if parallel._workerstate_tasks is bound:
+            parallel._workerstate_tasks = None

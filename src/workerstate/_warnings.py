@@ -250,6 +250,12 @@ def uninstall_filters(token: Any) -> None:
     _filters_mutated()  # type: ignore[misc]
 
 
+def filters_on_module() -> bool:
+    """Whether the active filters are ``warnings.filters`` itself, which a task may replace
+    or change in place (not so with context-aware warnings)."""
+    return _FAST_PATH
+
+
 def filters_equal(live: list[tuple[Any, ...]]) -> bool:
     """Whether the active filters are ``live`` (list comparison short-cuts on identity)."""
     return (warnings.filters if _FAST_PATH else _active_filters()) == live
