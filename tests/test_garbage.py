@@ -11,6 +11,7 @@ ended must not be among that.
 from __future__ import annotations
 
 import gc
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,8 +86,19 @@ def _round_trip(api: str) -> bool:
     return api != "ws.delayed"
 
 
-def _expected_warnings(api: str, n: int = N_TASKS) -> int:
+def _expected_warnings(api: str, n: int = N_TASKS, backend: str = "loky") -> int:
+    if backend == "threading" and _separate_thread_warnings():
+        return 0
     return len(range(0, n, gh.WARN_EVERY)) if _round_trip(api) else 0
+
+
+def _separate_thread_warnings() -> bool:
+    # With context-aware warnings (3.14), a thread that does not inherit its starter's
+    # context records into its own context: the caller's catch_warnings sees none of what
+    # joblib's threads emit, under plain joblib as under workerstate.
+    return getattr(sys.flags, "context_aware_warnings", False) and not getattr(
+        sys.flags, "thread_inherit_context", False
+    )
 
 
 @pytest.mark.parametrize("backend", ["loky", "multiprocessing", "threading"])
@@ -99,7 +111,9 @@ def test_a_call_leaves_no_cyclic_garbage_in_the_parent(api: str, backend: str) -
             assert parallel(_tasks(api)) == list(range(1, N_TASKS + 1))
         # The Parallel is still alive: nothing of the call may be cyclic garbage.
         assert gh.workerstate_types(found) == []
-    assert len(emitted) == _expected_warnings(api, 10) + _expected_warnings(api)
+    assert len(emitted) == (
+        _expected_warnings(api, 10, backend) + _expected_warnings(api, backend=backend)
+    )
 
 
 @pytest.mark.parametrize("api", APIS)

@@ -467,9 +467,9 @@ def test_batch_restores_at_once_when_a_task_raises_and_else_on_release() -> None
 
 # -- KeyboardInterrupt -------------------------------------------------------------------------
 def _no_binding_left() -> bool:
-    from workerstate._task import BINDING
+    from workerstate._task import CALL_SNAPSHOT
 
-    return BINDING.snapshot is None
+    return CALL_SNAPSHOT.get() is None
 
 
 @pytest.mark.parametrize("api", rh.API_NAMES)

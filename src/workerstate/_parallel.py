@@ -6,6 +6,7 @@ import contextvars
 import pickle
 from collections import deque
 from collections.abc import Iterable, Iterator
+from itertools import repeat
 from typing import Any
 
 import joblib
@@ -14,7 +15,7 @@ from . import _joblib
 from ._backend import bind_batch, rebind
 from ._roundtrip import reissue_from, unwrap_all, unwrapping
 from ._snapshot import Snapshot
-from ._task import BINDING, capture_for
+from ._task import CALL_SNAPSHOT, capture_for
 
 __all__ = ["Parallel"]
 
@@ -24,12 +25,12 @@ _RECENT_TASKS = 64
 
 
 class _BoundTasks:
-    """The caller's tasks, each bound to the call's snapshot; keeps ``len()`` for joblib.
+    """The caller's tasks, pulled in the call's context and bound to the call's snapshot.
 
     When joblib runs the call in batches for loky or multiprocessing workers, the tasks go
     out as the caller made them and :meth:`Parallel._dispatch` sends each batch beside the
-    snapshot instead (``batched``); a call that joblib runs task after task on the calling
-    thread binds each task.
+    snapshot instead (``batched``); otherwise, as when joblib runs the call task after task on
+    the calling thread, each task is bound.
     """
 
     __slots__ = (
@@ -53,42 +54,36 @@ class _BoundTasks:
         # ContextVar it reads has the caller's value. joblib pulls under its own lock, so
         # the context is never entered twice at once.
         self._context = contextvars.copy_context()
+        self._context.run(CALL_SNAPSHOT.set, snapshot)
         self._parallel = parallel
         # joblib gives the call a new id before it pulls a task if, and only if, it runs
         # the call in batches through _dispatch.
         self._previous_id = _joblib.started_call_id(parallel)
         self.batched = False
 
-    def __len__(self) -> int:
-        return len(self._iterable)  # type: ignore[arg-type]
-
     def __iter__(self) -> Iterator[Any]:
-        snapshot = self.snapshot
-        binding = BINDING
-        recent = self.recent
         iterator = iter(self._iterable)
-        run = self._context.run
         current_id = _joblib.started_call_id(self._parallel)
-        self.batched = batched = (
-            snapshot.local_workers
+        self.batched = (
+            self.snapshot.local_workers
             and _joblib.dispatches_batches()
             and current_id is not None
             and current_id != self._previous_id
         )
         self._parallel = None  # not needed any more: no reference from here to joblib's cycle
+        # Each task pulled in the call's context, by C code: StopIteration ends the map.
+        pull = map(self._context.run, repeat(next), repeat(iterator))
+        if self.batched:
+            return pull  # Parallel._dispatch binds each batch and keeps its tasks in recent
+        return self._each_bound(pull)
+
+    def _each_bound(self, pull: Iterator[Any]) -> Iterator[Any]:
+        snapshot = self.snapshot
+        recent = self.recent
         last_func: Any = None
         last_call: Any = None
-        while True:
-            # Tasks that workerstate's delayed makes while the caller's iterable runs take
-            # the call's snapshot directly, on whichever thread joblib pulls them.
-            outer, binding.snapshot = binding.snapshot, snapshot
-            try:
-                task = run(next, iterator)
-            except StopIteration:
-                return
-            finally:
-                binding.snapshot = outer
-            if not batched and type(task) is tuple and len(task) == 3:
+        for task in pull:
+            if type(task) is tuple and len(task) == 3:
                 # One rebind() per run of tasks of the same function.
                 func = task[0]
                 if func is not last_func:
@@ -97,6 +92,15 @@ class _BoundTasks:
                     task = (last_call, task[1], task[2])
             recent.append(task)
             yield task
+
+
+class _SizedTasks(_BoundTasks):
+    """:class:`_BoundTasks` of an iterable with a length, which joblib may ask for."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._iterable)  # type: ignore[arg-type]
 
 
 class Parallel(joblib.Parallel):  # type: ignore[misc]
@@ -127,11 +131,12 @@ class Parallel(joblib.Parallel):  # type: ignore[misc]
     def __call__(self, iterable: Iterable[Any]) -> Any:
         backend = _joblib.backend_of(self)
         snapshot = capture_for(backend, collect=True, check=self._needs_pickling())
-        bound = _BoundTasks(iterable, snapshot, self)
-        tasks: Iterable[Any] = bound if hasattr(iterable, "__len__") else iter(bound)
+        # joblib iterates the tasks once it knows how it runs the call.
+        kind = _SizedTasks if hasattr(iterable, "__len__") else _BoundTasks
+        bound = kind(iterable, snapshot, self)
         self._workerstate_tasks = bound
         try:
-            output = super().__call__(tasks)
+            output = super().__call__(bound)
         except BaseException as exc:
             self._workerstate_tasks = None
             reissue_from(exc)
@@ -146,6 +151,9 @@ class Parallel(joblib.Parallel):  # type: ignore[misc]
         # joblib hands every batch of a call it runs in batches to this method.
         bound = self._workerstate_tasks
         if bound is not None and bound.batched:
+            items = _joblib.batch_task_list(batch)
+            if items is not None:
+                bound.recent.extend(items[-_RECENT_TASKS:])
             batch = bind_batch(batch, bound.snapshot)
         return super()._dispatch(batch)
 

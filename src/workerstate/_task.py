@@ -9,6 +9,7 @@ id; tasks made later on the dispatch threads find the same object on their stack
 
 from __future__ import annotations
 
+import contextvars
 import operator
 import threading
 import types
@@ -27,7 +28,15 @@ from ._roundtrip import Gathering
 from ._snapshot import Snapshot
 from ._warnings import filters_equal
 
-__all__ = ["BINDING", "DelayedFunction", "StatefulCall", "bind", "delayed", "snapshot_for_new_task"]
+__all__ = [
+    "BINDING",
+    "CALL_SNAPSHOT",
+    "DelayedFunction",
+    "StatefulCall",
+    "bind",
+    "delayed",
+    "snapshot_for_new_task",
+]
 
 _getframe = _joblib.caller_frame
 _first = operator.itemgetter(0)
@@ -232,20 +241,24 @@ def capture_for(backend: Any, collect: bool = False, check: bool = True) -> Snap
 class _Binding(threading.local):
     """Per thread: what tells a task being made which call it belongs to, without a lookup.
 
-    ``snapshot`` is set while :class:`workerstate.parallel.Parallel` pulls a task. ``parallel``
-    is a weak reference to the ``joblib.Parallel`` whose generator this thread last pulled a
-    task from: reading the dispatching frame's locals costs more than a microsecond on
-    Python < 3.13, so a task pulled from the same generator object while that call runs
-    takes the call's snapshot from it instead.
+    ``parallel`` is a weak reference to the ``joblib.Parallel`` whose generator this thread
+    last pulled a task from: reading the dispatching frame's locals costs more than a
+    microsecond on Python < 3.13, so a task pulled from the same generator object while that
+    call runs takes the call's snapshot from it instead.
     """
 
-    snapshot: Snapshot | None = None
     parallel: weakref.ReferenceType[joblib.Parallel] | None = None
 
 
-#: Set while ``workerstate.parallel.Parallel`` pulls a task from the caller's iterable, on
-#: the thread that pulls it; tasks made meanwhile take the call's snapshot without a lookup.
 BINDING = _Binding()
+
+#: The snapshot of the :class:`workerstate.parallel.Parallel` call whose iterable is being
+#: pulled. Set only in the call's own copy of the caller's context, which every pull of the
+#: call runs in, on whichever thread: tasks made meanwhile take it without a lookup, and
+#: code outside the pulls (the tasks that joblib runs on the calling thread too) never sees it.
+CALL_SNAPSHOT: contextvars.ContextVar[Snapshot | None] = contextvars.ContextVar(
+    "workerstate_call_snapshot", default=None
+)
 
 
 def snapshot_for_new_task(frame: Any) -> Snapshot:
@@ -325,14 +338,13 @@ class DelayedFunction:
         self.function = function
 
     def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
-        binding = BINDING
-        snapshot = binding.snapshot
+        snapshot = CALL_SNAPSHOT.get()
         if snapshot is None:
             # The common case inlined: a generator that joblib is pulling for a call that
             # already has its snapshot. The generator being run must be the call's own
             # iterator, so the snapshot is the one of the call that is pulling it.
             caller = _getframe(1)
-            ref = binding.parallel
+            ref = BINDING.parallel
             parallel = None if ref is None else ref()
             if parallel is not None:
                 snapshot = _joblib.running_call_snapshot(parallel, caller)
