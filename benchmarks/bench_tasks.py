@@ -100,7 +100,10 @@ def set_slots(token: str) -> None:
 def trivial_slots(token: str) -> int:
     """:func:`seen`, plus 8 when this process has slots and every one holds ``token``."""
     mask = seen(token)
-    if SLOTS and all(slot == token for slot in SLOTS):
+    # count() compares every slot whatever it holds, so the check costs a task about the
+    # same (within 0.05 us) with the slots set or not; all() would stop at the first slot
+    # of a worker without them and make plain joblib's tasks the cheaper ones.
+    if SLOTS and SLOTS.count(token) == len(SLOTS):
         mask |= 8
     return mask
 

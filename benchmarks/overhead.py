@@ -14,16 +14,17 @@ How a run is timed: the CPU time is the parent's (all its threads) plus that of 
 below it (the loky workers and loky's resource tracker), read from each process's CPU-time
 clock (in ns, threads that ended included) just before and just after the call; the wall time
 is ``perf_counter`` around the same call. Contenders take turns: round r runs every contender
-once, in an order rotated by one each round. The table shows the median time per task over
-the rounds, and as the ratio the median of each round's ratio to that round's plain joblib
-run, so that a drift of the machine between rounds does not enter the ratio. Garbage is never
-collected between runs: a contender pays for the collections its own garbage causes, as a
-program does.
+once, in an order rotated by one each round, with a plain joblib run before the first and
+after each one. The table shows the median time per task over the rounds, and as the ratio
+the median over the rounds of the run's ratio to the mean of the plain joblib runs just
+before and just after it, so that a drift of the machine does not enter the ratio. Garbage
+is never collected between runs: a contender pays for the collections its own garbage
+causes, as a program does.
 
 The dask row runs on a ``LocalCluster`` with a 10 MB value and counts the bytes that every
 process of the cluster and the client writes to its TCP comms during the call.
 
-    python benchmarks/overhead.py                        # every row, 5 rounds
+    python benchmarks/overhead.py                        # every row, 9 rounds
     python benchmarks/overhead.py --quick                # 10x fewer tasks, 2 rounds
     python benchmarks/overhead.py --rows trivial,dask    # some rows
 """
@@ -98,8 +99,27 @@ class Row:
 class Cell:
     cpu: list[float] = field(default_factory=list)
     wall: list[float] = field(default_factory=list)
+    #: Per run: the mean of the plain joblib runs just before and just after it.
+    base_cpu: list[float] = field(default_factory=list)
+    base_wall: list[float] = field(default_factory=list)
     wrong: int = 0
     lost_workers: int = 0
+
+    def add(self, sample: Sample, contender: Contender, row: Row) -> None:
+        self.cpu.append(sample.cpu)
+        self.wall.append(sample.wall)
+        self.lost_workers += sample.lost
+        self.wrong += _wrong(sample.out, row.n_tasks, contender.promised)
+
+
+@dataclass
+class Sample:
+    """One timed call: CPU and wall seconds, workers lost during it, its result."""
+
+    cpu: float
+    wall: float
+    lost: int
+    out: list[int]
 
 
 # -- CPU time -----------------------------------------------------------------------
@@ -146,9 +166,8 @@ def _process_clock(pid: int) -> int:
     return (~pid << 3) | 2
 
 
-def _timed(run: Callable[[], list[int]]) -> tuple[float, float, int, list[int]]:
-    """(CPU seconds of this process and the processes below it, wall seconds, workers lost
-    during the call, the call's result)."""
+def _timed(run: Callable[[], list[int]]) -> Sample:
+    """The call timed: CPU seconds of this process and of the processes below it."""
     before = _cpu_ns(_descendants())
     own = time.process_time_ns()
     start = time.perf_counter()
@@ -159,7 +178,7 @@ def _timed(run: Callable[[], list[int]]) -> tuple[float, float, int, list[int]]:
     # A process started during the call counts from zero; one that ended is lost.
     workers = sum(ns - before.get(pid, 0) for pid, ns in after.items())
     lost = len(set(before) - set(after))
-    return (own + workers) / 1e9, wall, lost, out
+    return Sample((own + workers) / 1e9, wall, lost, out)
 
 
 # -- contenders -----------------------------------------------------------------------------------
@@ -258,25 +277,33 @@ def _wrong(out: list[int], n_tasks: int, promised: int) -> int:
 # -- loky rows ------------------------------------------------------------------------------------
 def run_loky(row: Row, rounds: int) -> None:
     contenders = _contenders(row.slots)
+    floor, others = contenders[0], contenders[1:]
     cells = {c.name: Cell() for c in contenders}
+
+    def timed(contender: Contender) -> Sample:
+        token = _new_state(row.blob_bytes)
+        sample = _timed(lambda: contender.run(row.func, row.n_tasks, token))
+        cells[contender.name].add(sample, contender, row)
+        return sample
+
     with _registered(row.slots, row.check):
         _new_state(row.blob_bytes)
         for contender in contenders:  # warm: every contender's imports, the pool's workers
             contender.run(row.func, min(row.n_tasks, 2_000), "warm")
         for r in range(rounds):
-            # Rotated, so that neither drift of the machine nor the garbage an earlier
-            # contender leaves always falls on the same contender.
-            shift = r % len(contenders)
-            for contender in contenders[shift:] + contenders[:shift]:
-                token = _new_state(row.blob_bytes)
-                cpu, wall, lost, out = _timed(
-                    lambda c=contender, t=token: c.run(row.func, row.n_tasks, t)
-                )
+            # Plain joblib runs before and after every other contender, which is compared
+            # with the mean of those two runs: a drift of the machine over a round hits both
+            # sides of each ratio alike. The others' order is rotated each round, so that
+            # the garbage one contender leaves does not always fall on the same one.
+            shift = r % len(others)
+            before = timed(floor)
+            for contender in others[shift:] + others[:shift]:
+                timed(contender)
+                after = timed(floor)
                 cell = cells[contender.name]
-                cell.cpu.append(cpu)
-                cell.wall.append(wall)
-                cell.lost_workers += lost
-                cell.wrong += _wrong(out, row.n_tasks, contender.promised)
+                cell.base_cpu.append((before.cpu + after.cpu) / 2)
+                cell.base_wall.append((before.wall + after.wall) / 2)
+                before = after
     _print_loky(row, contenders, cells, rounds)
 
 
@@ -290,7 +317,7 @@ def _print_loky(row: Row, contenders: list[Contender], cells: dict[str, Cell], r
     floor = cells[contenders[0].name]
     print(
         f"\n{row.title} (median of {rounds} rounds; CPU = parent + loky workers; ratio = median "
-        "of the rounds' ratios to plain joblib, [lowest-highest])"
+        "of the ratios to the plain joblib runs either side, [lowest-highest])"
     )
     print(
         f"{'contender':40} {'CPU us/task':>11} {'ratio':>6} {'spread':11} {'target':14} "
@@ -306,8 +333,11 @@ def _print_loky(row: Row, contenders: list[Contender], cells: dict[str, Cell], r
         if cell.lost_workers:
             state += f", {cell.lost_workers} workers replaced"
         columns = []
-        for mine, base in ((cell.cpu, floor.cpu), (cell.wall, floor.wall)):
-            # Round r's run against round r's plain joblib run.
+        if cell is floor:
+            pairs = ((cell.cpu, cell.cpu), (cell.wall, cell.wall))
+        else:  # each run against the plain joblib runs on either side of it
+            pairs = ((cell.cpu, cell.base_cpu), (cell.wall, cell.base_wall))
+        for mine, base in pairs:
             ratios = [a / b for a, b in zip(mine, base, strict=True)]
             ratio = statistics.median(ratios)
             columns.append(
@@ -474,7 +504,7 @@ def _rows(scale: int) -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10x fewer tasks, 2 rounds")
-    parser.add_argument("--rounds", type=int, default=0, help="default: 5, or 2 with --quick")
+    parser.add_argument("--rounds", type=int, default=0, help="default: 9, or 2 with --quick")
     parser.add_argument(
         "--rows",
         default="trivial,1mb,callbacks20,trivial-task,callbacks20-task,dask",
@@ -483,7 +513,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     scale = 10 if args.quick else 1
-    rounds = args.rounds or (2 if args.quick else 5)
+    rounds = args.rounds or (2 if args.quick else 9)
     rows = {row.key: row for row in _rows(scale)}
     chosen = [key.strip() for key in args.rows.split(",") if key.strip()]
     unknown = [key for key in chosen if key not in rows and key != "dask"]
