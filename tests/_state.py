@@ -7,6 +7,7 @@ something carries it there. The ``report*`` functions say what a task sees.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import sys
@@ -251,6 +252,11 @@ def report(i: int = 0, delay: float = 0.0) -> dict[str, Any]:
         "value": VALUE,
         "local": get_local(),
     }
+
+
+def collector_enabled(i: int = 0) -> bool:
+    """Whether the cyclic garbage collector runs in the task's process."""
+    return gc.isenabled()
 
 
 def report_sklearn(i: int = 0, delay: float = 0.0) -> dict[str, Any]:

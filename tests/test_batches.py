@@ -9,6 +9,9 @@ state, also after an earlier task of its batch changed it.
 
 from __future__ import annotations
 
+import copy
+import gc
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +23,8 @@ from joblib import parallel as joblib_parallel
 from tests import _state
 from tests._helpers import N_JOBS
 from workerstate import parallel as ws
+from workerstate._batch import StatefulBatch
+from workerstate._capture import capture
 
 N_TASKS, BATCH = 16, 4
 
@@ -104,3 +109,88 @@ def test_a_call_without_batches_binds_each_task(submitted: set[str]) -> None:
             seen["value"] for seen in parallel(joblib.delayed(_state.report)(i) for i in range(2))
         } == {"changed"}
     assert submitted == set()
+
+
+# -- the collector while a batch loads ----------------------------------------------------------
+#: Whether the cyclic garbage collector ran, each time a _Probe was loaded.
+LOADED: list[bool] = []
+
+
+class _Probe:
+    """A task argument that records, as it is loaded, whether the collector runs."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _probe_loaded, ()
+
+
+def _probe_loaded() -> str:
+    LOADED.append(gc.isenabled())
+    return "probe"
+
+
+class _Unloadable:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _fail_to_load, ()
+
+
+def _fail_to_load() -> None:
+    raise ValueError("this argument cannot be loaded")
+
+
+def _stateful_batch(*args: Any) -> StatefulBatch:
+    tasks = [(_state.report, (arg,), {}) for arg in args]
+    batch = joblib_parallel.BatchedCalls(tasks, (joblib_parallel.LokyBackend(), 1))
+    return StatefulBatch(batch, capture(local_workers=True))
+
+
+@pytest.fixture
+def collector() -> Iterator[None]:
+    LOADED.clear()
+    enabled = gc.isenabled()
+    gc.enable()
+    yield
+    if enabled:
+        gc.enable()
+    else:
+        gc.disable()
+
+
+@pytest.mark.parametrize("backend", ["loky", "multiprocessing"])
+@pytest.mark.parametrize("api", ["ws.Parallel", "backend"])
+def test_tasks_of_a_batch_run_with_the_collector_on(
+    api: str, backend: str, submitted: set[str]
+) -> None:
+    with _parallel(api, backend) as parallel:
+        running = parallel(joblib.delayed(_state.collector_enabled)(i) for i in range(N_TASKS))
+    assert running == [True] * N_TASKS
+    assert submitted == {"StatefulBatch"}
+
+
+def test_a_batch_loads_with_the_collector_paused(collector: None) -> None:
+    loaded = pickle.loads(pickle.dumps(_stateful_batch(_Probe(), _Probe())))
+    assert LOADED == [False, False]
+    assert gc.isenabled()
+    assert [seen["i"] for seen in loaded()] == ["probe", "probe"]
+
+
+def test_a_collector_that_was_off_stays_off_after_a_batch_loads(collector: None) -> None:
+    gc.disable()
+    pickle.loads(pickle.dumps(_stateful_batch(_Probe())))
+    assert LOADED == [False]
+    assert not gc.isenabled()
+
+
+def test_a_batch_that_fails_to_load_resumes_the_collector(collector: None) -> None:
+    data = pickle.dumps(_stateful_batch(_Probe(), _Unloadable(), _Probe()))
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        pickle.loads(data)
+    assert LOADED == [False]
+    assert gc.isenabled()
+
+
+@pytest.mark.parametrize("copier", [copy.copy, copy.deepcopy])
+def test_a_copied_batch_leaves_the_collector_on(collector: None, copier: Any) -> None:
+    batch = _stateful_batch(_Probe())
+    copied = copier(batch)
+    assert isinstance(copied, StatefulBatch)
+    assert gc.isenabled()

@@ -7,10 +7,18 @@ the worker installs the state once, runs the tasks one after the other in one lo
 back, between two tasks, what the previous one changed), and restores its own state after the
 last one. What each task sees is what :class:`workerstate._task.StatefulCall` gives it in its
 per-batch mode.
+
+Loading a large batch makes tens of thousands of containers (each task's tuple, its arguments)
+that all stay alive until the batch has run. The cyclic garbage collector, which their
+allocations set off, would traverse them again and again while they load, and every older
+object of the worker in its full collections, and find nothing to free. So the worker loads
+the batch with the collector paused; it runs again, as it was, before the first task starts,
+and also when the load fails.
 """
 
 from __future__ import annotations
 
+import gc
 import threading
 import warnings
 from collections.abc import Callable
@@ -86,7 +94,8 @@ class StatefulBatch:
         return len(self.batch)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return StatefulBatch, (self.batch, self.snapshot)
+        # Pickle loads the arguments in order: the pause first, then the batch under it.
+        return _loaded_batch, (_PAUSE, self.batch, self.snapshot)
 
     def __repr__(self) -> str:
         return f"StatefulBatch({self.batch!r}, {self.snapshot!r})"
@@ -156,3 +165,47 @@ def _each_task_on_its_own(items: list[Any], snapshot: Snapshot) -> list[Any]:
 
 def _no_function(*args: Any, **kwargs: Any) -> Any:
     raise AssertionError("a batch's gathering runs its tasks itself")
+
+
+class _CollectorPause:
+    """Loading this pauses the cyclic garbage collector: see the module's docstring."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _Paused, ()
+
+    def resume(self) -> None:
+        """Nothing to resume: a copy of the batch, not loaded from a pickle."""
+
+
+_PAUSE = _CollectorPause()
+
+
+class _Paused:
+    """The collector paused while a batch loads; :meth:`resume` puts it back as it was.
+
+    A load that fails drops this object before it reaches :func:`_loaded_batch`: freeing
+    it resumes the collector then.
+    """
+
+    __slots__ = ("paused",)
+
+    def __init__(self) -> None:
+        # A collector that is already off (a task or the worker's initializer turned it
+        # off) stays off.
+        self.paused = gc.isenabled()
+        gc.disable()
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            gc.enable()
+
+    def __del__(self) -> None:
+        self.resume()
+
+
+def _loaded_batch(paused: _Paused, batch: Any, snapshot: Snapshot) -> StatefulBatch:
+    paused.resume()
+    return StatefulBatch(batch, snapshot)

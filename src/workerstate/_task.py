@@ -26,7 +26,7 @@ from ._capture import capture
 from ._install import Watching, refresh
 from ._roundtrip import Gathering
 from ._snapshot import Snapshot
-from ._warnings import filters_equal
+from ._warnings import filters_equal, filters_on_module
 
 __all__ = [
     "BINDING",
@@ -40,6 +40,8 @@ __all__ = [
 
 _getframe = _joblib.caller_frame
 _first = operator.itemgetter(0)
+# The module whose ``filters`` list is the active filters, or None (context-aware warnings).
+_FILTERS = warnings if filters_on_module() else None
 
 
 class StatefulCall:
@@ -84,61 +86,73 @@ class StatefulCall:
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.batch:
-            watching = self._watching
-            if watching is None:
-                left = (
-                    self._tasks_in_batch()
-                    if threading.current_thread() is threading.main_thread()
-                    else 0
-                )
-                if not left:
-                    # Not the one-batch-at-a-time main thread of a loky or multiprocessing
-                    # worker, or the batch holds other tasks that must not see this state:
-                    # install and restore around each task instead.
-                    self.batch = False
-                    return self(*args, **kwargs)
-                snapshot = self.snapshot
-                watching = self._watching = snapshot.watch(snapshot.enter())
-                self._left = left
-                target = self.target
-                if type(target) is Gathering:
-                    self._gatherer = target.begin_batch()
-            else:
-                # Inlined: this runs before every task but the first of every batch.
-                live = watching.live
-                if watching.checks or (live is not None and not filters_equal(live)):
-                    try:
-                        refresh(watching)
-                    except BaseException:
-                        self._release()
-                        raise
-            gatherer = self._gatherer
+        watching = self._watching
+        if watching is None:
+            if self.batch:
+                return self._start_batch(args, kwargs)
+            snapshot = self.snapshot
+            undo = snapshot.enter()
             try:
-                if gatherer is None:
-                    result = self.target(*args, **kwargs)
-                else:
-                    result = self.func(*args, **kwargs)
-                    if gatherer.warnings or gatherer.records or self.snapshot.notes:
-                        result = self.target.envelope(result)  # type: ignore[attr-defined]
-            except BaseException as exc:
-                if gatherer is not None:
-                    self.target.attach(exc)  # type: ignore[attr-defined]
-                # joblib stops the batch at the first error: restore now.
+                return self.target(*args, **kwargs)
+            finally:
+                snapshot.exit(undo)
+        # In a batch: this runs before every task of every batch, so it is kept inline.
+        live = watching.live
+        if (
+            watching.checks
+            or (_FILTERS is not None and live is not None and _FILTERS.filters != live)
+            or (_FILTERS is None and live is not None and not filters_equal(live))
+        ):
+            try:
+                refresh(watching)
+            except BaseException:
                 self._release()
                 raise
-            self._left -= 1
-            if self._left <= 0:
-                # The batch's last task: restore here, where a failing restore is reported
-                # as this task's error, rather than when the batch is dropped.
-                self._release(verify=True)
-            return result
+        gatherer = self._gatherer
+        try:
+            if gatherer is None:
+                result = self.target(*args, **kwargs)
+            else:
+                result = self.func(*args, **kwargs)
+                if gatherer.warnings or gatherer.records or self.snapshot.notes:
+                    result = self.target.envelope(result)  # type: ignore[attr-defined]
+        except BaseException as exc:
+            if gatherer is not None:
+                self.target.attach(exc)  # type: ignore[attr-defined]
+            # joblib stops the batch at the first error: restore now.
+            self._release()
+            raise
+        self._left -= 1
+        if self._left <= 0:
+            # The batch's last task: restore here, where a failing restore is reported as
+            # this task's error, rather than when the batch is dropped.
+            self._release(verify=True)
+        return result
+
+    def _start_batch(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The first task of a batch in per-batch mode: install the state, then run it."""
+        left = (
+            self._tasks_in_batch() if threading.current_thread() is threading.main_thread() else 0
+        )
+        if not left:
+            # Not the one-batch-at-a-time main thread of a loky or multiprocessing worker,
+            # or the batch holds other tasks that must not see this state: install and
+            # restore around each task instead.
+            self.batch = False
+            return self(*args, **kwargs)
         snapshot = self.snapshot
         undo = snapshot.enter()
         try:
-            return self.target(*args, **kwargs)
-        finally:
+            watching = snapshot.watch(undo)
+        except BaseException:
             snapshot.exit(undo)
+            raise
+        self._watching = watching
+        self._left = left
+        target = self.target
+        if type(target) is Gathering:
+            self._gatherer = target.begin_batch()
+        return self(*args, **kwargs)
 
     def _tasks_in_batch(self) -> int:
         """How many tasks the joblib batch being run has, if every one of them is this object.
