@@ -161,7 +161,7 @@ class StatefulCall:
         must see the worker's own state. 0 when that cannot be established. Checked once per
         batch, on the batch's item list.
         """
-        items = _joblib.batch_items(_getframe(2))
+        items = _joblib.batch_items(_getframe(3))
         if items is None:
             return 0
         try:
