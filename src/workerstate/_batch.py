@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +28,7 @@ from ._install import Watching, refresh
 from ._roundtrip import Gathering
 from ._snapshot import Snapshot
 from ._task import StatefulCall
-from ._warnings import filters_equal, filters_on_module
+from ._warnings import FILTERS_MODULE, filters_equal
 
 __all__ = ["StatefulBatch"]
 
@@ -115,7 +114,7 @@ def _run_tasks(
     live = watching.live
     checks = watching.checks
     notes = snapshot.notes
-    module = warnings if live is not None and filters_on_module() else None
+    module = FILTERS_MODULE if live is not None else None
     first = True
     for func, args, kwargs in items:
         if first:

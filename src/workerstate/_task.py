@@ -26,7 +26,7 @@ from ._capture import capture
 from ._install import Watching, refresh
 from ._roundtrip import Gathering
 from ._snapshot import Snapshot
-from ._warnings import filters_equal, filters_on_module
+from ._warnings import FILTERS_MODULE, filters_equal
 
 __all__ = [
     "BINDING",
@@ -40,8 +40,6 @@ __all__ = [
 
 _getframe = _joblib.caller_frame
 _first = operator.itemgetter(0)
-# The module whose ``filters`` list is the active filters, or None (context-aware warnings).
-_FILTERS = warnings if filters_on_module() else None
 
 
 class StatefulCall:
@@ -100,8 +98,8 @@ class StatefulCall:
         live = watching.live
         if (
             watching.checks
-            or (_FILTERS is not None and live is not None and _FILTERS.filters != live)
-            or (_FILTERS is None and live is not None and not filters_equal(live))
+            or (FILTERS_MODULE is not None and live is not None and FILTERS_MODULE.filters != live)
+            or (FILTERS_MODULE is None and live is not None and not filters_equal(live))
         ):
             try:
                 refresh(watching)

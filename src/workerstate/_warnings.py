@@ -34,6 +34,10 @@ _filters_mutated = getattr(warnings, "_filters_mutated", None)
 # installs filters correctly.
 _CONTEXT_AWARE = bool(getattr(sys.flags, "context_aware_warnings", False))
 _FAST_PATH = _filters_mutated is not None and not _CONTEXT_AWARE
+#: :mod:`warnings` when the active filters are ``warnings.filters`` itself, which a task may
+#: replace or change in place; None when they are not (context-aware warnings). The checks
+#: between two tasks of a batch compare ``FILTERS_MODULE.filters`` inline.
+FILTERS_MODULE = warnings if _FAST_PATH else None
 
 
 def _active_filters() -> list[Any]:  # the filter tuples, typed loosely as warnings does
@@ -248,12 +252,6 @@ def uninstall_filters(token: Any) -> None:
         prior[:] = content
     warnings.filters = prior
     _filters_mutated()  # type: ignore[misc]
-
-
-def filters_on_module() -> bool:
-    """Whether the active filters are ``warnings.filters`` itself, which a task may replace
-    or change in place (not so with context-aware warnings)."""
-    return _FAST_PATH
 
 
 def filters_equal(live: list[tuple[Any, ...]]) -> bool:
